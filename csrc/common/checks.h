@@ -1,0 +1,79 @@
+// Input validation shared by the CPU and CUDA kernels, so both backends refuse the same inputs
+// with the same messages.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <string_view>
+
+namespace deephash {
+
+// Packed codes: uint8[rows, bytes].
+inline void check_codes(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kByte, name,
+              " must hold packed codes of dtype uint8 (see deephash_ext.pack_bits), got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 2, name, " must be 2-D [rows, bytes], got shape ", t.sizes());
+}
+
+// A query set and a database that can be compared: same byte width, same device.
+inline void check_code_pair(const at::Tensor& q, const at::Tensor& db) {
+  check_codes(q, "q");
+  check_codes(db, "db");
+  TORCH_CHECK(q.size(1) == db.size(1), "q and db must have the same byte width, got ", q.size(1), " and ",
+              db.size(1), " bytes");
+  TORCH_CHECK(q.device() == db.device(), "q and db must be on the same device, got ", q.device(), " and ",
+              db.device());
+}
+
+inline void check_device(const at::Tensor& t, const char* name, const at::Tensor& like) {
+  TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), " like the codes, got ",
+              t.device());
+}
+
+enum class Ties { kIndex, kAverage };
+
+inline Ties parse_ties(std::string_view ties) {
+  if (ties == "index") return Ties::kIndex;
+  if (ties == "average") return Ties::kAverage;
+  TORCH_CHECK(false, "ties must be \"index\" or \"average\", got \"", std::string(ties), "\"");
+}
+
+// Labels of topk_map: class ids int64[rows] on both sides, or multi-hot [rows, C] (bool, uint8 or
+// floating) on both sides with the same C. Returns true for multi-hot.
+inline bool check_labels(const at::Tensor& q_labels, const at::Tensor& db_labels, int64_t Q, int64_t N) {
+  TORCH_CHECK(q_labels.dim() == db_labels.dim(),
+              "q_labels and db_labels must be of the same kind (class ids [rows] or multi-hot [rows, C]), got "
+              "shapes ",
+              q_labels.sizes(), " and ", db_labels.sizes());
+  TORCH_CHECK(q_labels.dim() == 1 || q_labels.dim() == 2,
+              "labels must be class ids [rows] or multi-hot [rows, C], got shape ", q_labels.sizes());
+  TORCH_CHECK(q_labels.size(0) == Q, "q_labels has ", q_labels.size(0), " rows but q has ", Q);
+  TORCH_CHECK(db_labels.size(0) == N, "db_labels has ", db_labels.size(0), " rows but db has ", N);
+  if (q_labels.dim() == 1) {
+    TORCH_CHECK(q_labels.scalar_type() == at::kLong && db_labels.scalar_type() == at::kLong,
+                "class-id labels must be int64, got ", q_labels.scalar_type(), " and ", db_labels.scalar_type());
+    return false;
+  }
+  auto multi_hot_dtype = [](at::ScalarType s) {
+    return s == at::kBool || s == at::kByte || s == at::kFloat || s == at::kDouble || s == at::kHalf ||
+           s == at::kBFloat16;
+  };
+  TORCH_CHECK(multi_hot_dtype(q_labels.scalar_type()) && multi_hot_dtype(db_labels.scalar_type()),
+              "multi-hot labels must be bool, uint8 or floating, got ", q_labels.scalar_type(), " and ",
+              db_labels.scalar_type());
+  TORCH_CHECK(q_labels.size(1) == db_labels.size(1), "multi-hot labels must have the same number of classes, got ",
+              q_labels.size(1), " and ", db_labels.size(1));
+  return true;
+}
+
+// k of topk_map: k <= 0 or k >= N means the full ranking; ties="average" is defined only there.
+inline int64_t effective_map_k(int64_t k, int64_t N, Ties ties) {
+  const bool full = k <= 0 || k >= N;
+  TORCH_CHECK(full || ties == Ties::kIndex,
+              "ties=\"average\" is defined over the full ranking only: pass k <= 0 (or k >= N), got k=", k,
+              " with N=", N);
+  return full ? N : k;
+}
+
+}  // namespace deephash

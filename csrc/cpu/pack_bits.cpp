@@ -1,0 +1,50 @@
+// pack_bits on the CPU: x[..., b] (any real or bool dtype) -> uint8[..., ceil(b/8)], bit = x > 0.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+namespace deephash {
+namespace {
+
+template <typename scalar_t>
+void pack_rows(const scalar_t* x,  // [rows, bits]
+               uint8_t* out,       // [rows, bytes]
+               int64_t rows, int64_t bits, int64_t bytes) {
+  at::parallel_for(0, rows, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t* xr = x + r * bits;
+      uint8_t* o = out + r * bytes;
+      for (int64_t byte = 0; byte < bytes; ++byte) {
+        const int64_t lo = byte * 8, hi = std::min<int64_t>(lo + 8, bits);
+        uint8_t v = 0;
+        for (int64_t j = lo; j < hi; ++j) v |= static_cast<uint8_t>(xr[j] > scalar_t(0)) << (j - lo);
+        o[byte] = v;
+      }
+    }
+  });
+}
+
+at::Tensor pack_bits_cpu(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() >= 1, "pack_bits: x must have at least one dimension (the bits), got a scalar");
+  TORCH_CHECK(!x.is_complex(), "pack_bits: x must be real or bool, got ", x.scalar_type());
+  const int64_t bits = x.size(-1);
+  const int64_t bytes = (bits + 7) / 8;
+  auto sizes = x.sizes().vec();
+  sizes.back() = bytes;
+  at::Tensor out = at::empty(sizes, x.options().dtype(at::kByte));
+  const int64_t rows = out.numel() == 0 ? 0 : out.numel() / bytes;
+  if (rows == 0 || bytes == 0) return out;
+  const at::Tensor xc = x.contiguous();
+  AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kHalf, at::kBFloat16, xc.scalar_type(), "pack_bits", [&] {
+    pack_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), out.mutable_data_ptr<uint8_t>(), rows, bits, bytes);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deephash_ext, CPU, m) { m.impl("pack_bits", &pack_bits_cpu); }
+
+}  // namespace deephash

@@ -1,0 +1,39 @@
+// unpack_bits on the CPU: uint8[..., B] -> uint8 0/1 [..., bits], bits <= 8 * B.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+namespace deephash {
+namespace {
+
+at::Tensor unpack_bits_cpu(const at::Tensor& packed, int64_t bits) {
+  TORCH_CHECK(packed.scalar_type() == at::kByte, "unpack_bits: packed must be uint8, got ", packed.scalar_type());
+  TORCH_CHECK(packed.dim() >= 1, "unpack_bits: packed must have at least one dimension (the bytes)");
+  const int64_t bytes = packed.size(-1);
+  TORCH_CHECK(bits >= 0, "unpack_bits: bits must be >= 0, got ", bits);
+  TORCH_CHECK(bits <= 8 * bytes, "unpack_bits: asked for ", bits, " bits but the codes hold only ", 8 * bytes,
+              " (", bytes, " bytes)");
+  auto sizes = packed.sizes().vec();
+  sizes.back() = bits;
+  at::Tensor out = at::empty(sizes, packed.options());
+  const int64_t rows = bytes == 0 ? 0 : packed.numel() / bytes;
+  if (rows == 0 || bits == 0) return out;
+  const at::Tensor pc = packed.contiguous();
+  const uint8_t* p = pc.const_data_ptr<uint8_t>();
+  uint8_t* o = out.mutable_data_ptr<uint8_t>();
+  at::parallel_for(0, rows, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* pr = p + r * bytes;
+      uint8_t* orow = o + r * bits;
+      for (int64_t j = 0; j < bits; ++j) orow[j] = (pr[j >> 3] >> (j & 7)) & 1;
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deephash_ext, CPU, m) { m.impl("unpack_bits", &unpack_bits_cpu); }
+
+}  // namespace deephash

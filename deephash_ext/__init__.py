@@ -1,0 +1,27 @@
+"""deephash_ext: the C++/CUDA ops of deephash, registered as torch.ops.deephash_ext.*.
+
+Importing this package loads the compiled extension (which registers the kernels with the
+dispatcher) and the fake kernels / autograd formulas in :mod:`deephash_ext.ops`.
+"""
+from . import _C  # noqa: F401  (registers the ops)
+from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
+from .ops import (
+    hamming_distance,
+    hamming_topk,
+    pack_bits,
+    topk_map,
+    unpack_bits,
+)
+
+cuda_compiled = _C.cuda_compiled
+simd_level = _C.simd_level
+
+__all__ = [
+    "pack_bits",
+    "unpack_bits",
+    "hamming_distance",
+    "hamming_topk",
+    "topk_map",
+    "cuda_compiled",
+    "simd_level",
+]

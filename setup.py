@@ -1,0 +1,61 @@
+"""Builds deephash_ext._C: the C++ kernels always, the CUDA kernels when a GPU is visible or FORCE_CUDA=1.
+
+Environment knobs:
+  FORCE_CUDA=1           compile csrc/cuda/*.cu even without a visible GPU (CI does, so CUDA code cannot rot)
+  DEEPHASH_CPU_ARCH=...  value for -march (default "native": the extension is built in place, on the
+                         machine that runs it; set e.g. x86-64-v3 to build for other machines)
+  MAX_JOBS=N             parallel compile jobs (torch's BuildExtension reads it)
+"""
+import glob
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _use_cuda() -> bool:
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.cuda.is_available() and CUDA_HOME is not None
+
+
+def _extension():
+    rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    cuda_sources = rel("csrc/cuda/*.cu")
+    march = os.environ.get("DEEPHASH_CPU_ARCH", "native")
+    cxx = ["-O3", "-std=c++20", f"-march={march}", "-fvisibility=hidden"]
+    macros = []
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    if _use_cuda() and cuda_sources:
+        macros.append(("DEEPHASH_WITH_CUDA", None))
+        nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+        return CUDAExtension(
+            "deephash_ext._C",
+            sources + cuda_sources,
+            include_dirs=include_dirs,
+            define_macros=macros,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        )
+    return CppExtension(
+        "deephash_ext._C",
+        sources,
+        include_dirs=include_dirs,
+        define_macros=macros,
+        extra_compile_args={"cxx": cxx},
+    )
+
+
+if "TORCH_CUDA_ARCH_LIST" not in os.environ and _use_cuda():
+    # Ampere and Hopper by default; PTX for newer parts.
+    os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+
+setup(
+    packages=["deephash_ext"] + find_packages("python"),
+    package_dir={"": "python", "deephash_ext": "deephash_ext"},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
