@@ -27,7 +27,7 @@ def _extension():
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     cuda_sources = rel("csrc/cuda/*.cu")
     march = os.environ.get("DEEPHASH_CPU_ARCH", "native")
-    cxx = ["-O3", "-std=c++20", f"-march={march}", "-fvisibility=hidden"]
+    cxx = ["-O3", "-g0", "-std=c++20", f"-march={march}", "-fvisibility=hidden"]
     macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     if _use_cuda() and cuda_sources:

@@ -29,6 +29,8 @@ struct FixedCode {
   static constexpr int kWords = (Bytes + 7) / 8;
   uint64_t w[kWords];
 
+  static constexpr int64_t stride(int64_t /*bytes*/) { return Bytes; }
+
   FixedCode(const uint8_t* p, int64_t /*bytes*/) {
     for (int i = 0; i < kWords; ++i) w[i] = load_word(p, i, Bytes);
   }
@@ -43,6 +45,8 @@ struct AnyCode {
   std::vector<uint64_t> w;
   int64_t bytes;
   int64_t full;  // whole 64-bit words
+
+  static int64_t stride(int64_t bytes) { return bytes; }
 
   AnyCode(const uint8_t* p, int64_t bytes_) : w((bytes_ + 7) / 8), bytes(bytes_), full(bytes_ / 8) {
     for (size_t i = 0; i < w.size(); ++i) w[i] = load_word(p, static_cast<int64_t>(i), bytes);

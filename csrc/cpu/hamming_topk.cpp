@@ -48,13 +48,15 @@ struct Candidates {
     while (t < max_dist && below + hist[t] < k) below += hist[t++];
     int64_t ties_left = std::min(hist[t], k - below);
     int64_t n = 0;
+    // Branch-free compaction: whether a row survives is a coin flip to the branch predictor.
     for (int64_t i = 0; i < size; ++i) {
       const int32_t d = dist[i];
-      if (d < t || (d == t && ties_left-- > 0)) {
-        dist[n] = d;
-        row[n] = row[i];
-        ++n;
-      }
+      const int64_t tie = d == t;
+      const int64_t keep = (d < t) | (tie & (ties_left > 0));
+      ties_left -= tie & keep;
+      dist[n] = d;
+      row[n] = row[i];
+      n += keep;
     }
     size = n;
     hist[t] = k - below < hist[t] ? k - below : hist[t];
@@ -92,29 +94,45 @@ void scan(const uint8_t* q,   // [Q, B]
     codes.emplace_back(q + i * B, B);
     cand[i - q0].reset(cap, max_dist);
   }
+  const int64_t stride = Code::stride(B);  // a constant for the fixed widths
   for (int64_t t0 = r0; t0 < r1; t0 += tile) {
     const int64_t t1 = std::min(r1, t0 + tile);
     for (int64_t i = 0; i < q1 - q0; ++i) {
-      const Code& code = codes[i];
+      // A local copy: stores to row[] (int64) may alias the query words (uint64) of a shared
+      // object, which would reload them for every row.
+      const Code code = codes[i];
       Candidates& c = cand[i];
       int32_t accept = c.accept;
       int64_t size = c.size;
       int32_t* dist = c.dist.data();
       int64_t* row = c.row.data();
       int64_t* hist = c.hist.data();
-      for (int64_t r = t0; r < t1; ++r) {
-        const int32_t d = code.distance(db + r * B);
-        if (d <= accept) {
-          dist[size] = d;
-          row[size] = r;
-          ++hist[d];
-          if (++size == cap) {
-            c.size = size;
-            accept = c.trim(k) - 1;
-            size = c.size;
-          }
+      auto take = [&](int32_t d, int64_t r) {
+        if (d > accept) return;
+        dist[size] = d;
+        row[size] = r;
+        ++hist[d];
+        if (++size == cap) {
+          c.size = size;
+          accept = c.trim(k) - 1;
+          size = c.size;
+        }
+      };
+      const uint8_t* p = db + t0 * stride;
+      int64_t r = t0;
+      // Four rows per step and one test of their minimum: past the first rows of a scan almost
+      // every group is rejected by that single branch.
+      for (; r + 4 <= t1; r += 4, p += 4 * stride) {
+        const int32_t d0 = code.distance(p), d1 = code.distance(p + stride);
+        const int32_t d2 = code.distance(p + 2 * stride), d3 = code.distance(p + 3 * stride);
+        if (__builtin_expect(std::min(std::min(d0, d1), std::min(d2, d3)) <= accept, 0)) {
+          take(d0, r);
+          take(d1, r + 1);
+          take(d2, r + 2);
+          take(d3, r + 3);
         }
       }
+      for (; r < t1; ++r, p += stride) take(code.distance(p), r);
       c.accept = accept;
       c.size = size;
     }
@@ -157,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> hamming_topk_cpu(const at::Tensor& q, const a
         const int64_t n = r1 - r0;
         // Capacity past k amortises the trims; never above the rows scanned, so a scan of <= k rows
         // never trims.
-        const int64_t cap = std::min(n + 1, 2 * kk + 256);
+        const int64_t cap = std::min(n + 1, 3 * kk + 256);
         scan<Code>(qp, dp, B, q0, q1, r0, r1, kk, cap, cand);
         for (int64_t i = q0; i < q1; ++i) {
           Candidates& cd = cand[i - q0];

@@ -71,18 +71,21 @@ void map_queries(const uint8_t* q,   // [Q, B]
   const int64_t bins = 8 * B + 1;
   at::parallel_for(0, Q, 1, [&](int64_t i0, int64_t i1) {
     std::vector<uint32_t> key(N);  // distance << 1 | relevant
+    std::vector<int64_t> hist(2 * bins);  // [distance << 1 | relevant]: one increment per row
     std::vector<int64_t> all(bins), rel(bins), start(bins), rel_start(bins);
     for (int64_t i = i0; i < i1; ++i) {
       const Code code(q + i * B, B);
       const auto relevant = labels.query(i);
-      std::fill(all.begin(), all.end(), 0);
-      std::fill(rel.begin(), rel.end(), 0);
+      std::fill(hist.begin(), hist.end(), 0);
       for (int64_t r = 0; r < N; ++r) {
         const uint32_t d = code.distance(db + r * B);
         const uint32_t y = relevant(r);
         key[r] = d << 1 | y;
-        ++all[d];
-        rel[d] += y;
+        ++hist[d << 1 | y];
+      }
+      for (int64_t d = 0; d < bins; ++d) {
+        rel[d] = hist[2 * d + 1];
+        all[d] = hist[2 * d] + rel[d];
       }
       double ap = 0.0;
       if (ties == Ties::kAverage) {
@@ -96,15 +99,18 @@ void map_queries(const uint8_t* q,   // [Q, B]
         continue;
       }
       int64_t acc = 0, rel_acc = 0;
+      uint32_t last = 0;  // rows beyond this distance all rank past k
       for (int64_t d = 0; d < bins; ++d) {
         start[d] = acc;
         rel_start[d] = rel_acc;
+        if (acc < kk) last = static_cast<uint32_t>(d);
         acc += all[d];
         rel_acc += rel[d];
       }
       int64_t hits = 0;
       for (int64_t r = 0; r < N; ++r) {
         const uint32_t d = key[r] >> 1;
+        if (d > last) continue;
         const int64_t pos = start[d]++;  // 0-based rank of row r
         if (key[r] & 1) {
           const int64_t ahead = rel_start[d]++;  // relevant rows ranked before r

@@ -1,0 +1,153 @@
+"""Retrieval ops against their pure-PyTorch references, FAISS IndexBinaryFlat and the seeds' numpy loop.
+
+Prints one markdown table of medians and ratios (baseline time / ours, so > 1 means we are faster).
+
+    python benchmarks/bench_retrieval.py                 # the full run recorded in benchmarks/results/
+    python benchmarks/bench_retrieval.py --quick         # small sizes, a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import deephash_ext as de  # noqa: E402
+from deephash_ext import reference as ref  # noqa: E402
+from benchmarks.baselines import faiss_binary_knn, seed_topk_map  # noqa: E402
+
+
+def median_time(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def codes(n, bits, seed):
+    g = torch.Generator().manual_seed(seed)
+    return de.pack_bits(torch.randint(0, 2, (n, bits), generator=g, dtype=torch.uint8))
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, op, config, ours, base_name, base, note=""):
+        ratio = base / ours if ours > 0 else float("inf")
+        self.rows.append((op, config, ours * 1e3, base_name, base * 1e3, ratio, note))
+        print(f"| {op} | {config} | {ours * 1e3:.2f} | {base_name} | {base * 1e3:.2f} | {ratio:.2f}x | {note} |",
+              flush=True)
+
+
+def bench_bits_ops(t, quick, repeats):
+    n = 20_000 if quick else 200_000
+    x = torch.randn(n, 64)
+    t.add("pack_bits", f"[{n}, 64] float32", median_time(lambda: de.pack_bits(x), repeats), "reference",
+          median_time(lambda: ref.pack_bits(x), repeats))
+    p = de.pack_bits(x)
+    t.add("unpack_bits", f"[{n}, 8] -> 64 bits", median_time(lambda: de.unpack_bits(p, 64), repeats), "reference",
+          median_time(lambda: ref.unpack_bits(p, 64), repeats))
+    q, db = codes(100, 64, 1), codes(2_000 if quick else 20_000, 64, 2)
+    t.add("hamming_distance", f"Q=100 N={db.shape[0]} 64b", median_time(lambda: de.hamming_distance(q, db), repeats),
+          "reference", median_time(lambda: ref.hamming_distance(q, db), repeats))
+    t.add("hamming_topk", f"Q=100 N={db.shape[0]} 64b k=10", median_time(lambda: de.hamming_topk(q, db, 10), repeats),
+          "reference", median_time(lambda: ref.hamming_topk(q, db, 10), repeats))
+
+
+def bench_topk_vs_faiss(t, quick, repeats):
+    try:
+        import faiss
+    except ImportError:
+        print("faiss-cpu is not installed: skipping the FAISS comparison", file=sys.stderr)
+        return
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    Q = 100 if quick else 1000
+    sizes = [100_000] if quick else [1_000_000, 10_000_000]
+    for N in sizes:
+        for bits in (64, 128):
+            q, db = codes(Q, bits, 3), codes(N, bits, 4)
+            qn, dbn = q.numpy(), db.numpy()
+            index = faiss.IndexBinaryFlat(bits)
+            index.add(dbn)
+            for k in (10, 100, 1000):
+                ours = median_time(lambda: de.hamming_topk(q, db, k), repeats)
+                theirs = median_time(lambda: faiss_binary_knn(qn, dbn, k, index), repeats)
+                # Same distances (FAISS orders ties its own way, so rows may differ inside a tie).
+                fd, _ = faiss_binary_knn(qn[:20], dbn, k, index)
+                same = np.array_equal(fd, de.hamming_topk(q[:20], db, k)[0].numpy())
+                pairs = Q * N / ours
+                t.add("hamming_topk", f"Q={Q} N={N:.0e} {bits}b k={k}", ours, "faiss IndexBinaryFlat", theirs,
+                      f"{pairs / 1e9:.2f}e9 pairs/s; distances equal: {same}")
+
+
+def bench_topk_map(t, quick, repeats):
+    Q, N, bits, C = (100, 10_000, 64, 10) if quick else (1000, 69_000, 64, 10)
+    g = torch.Generator().manual_seed(5)
+    q, db = codes(Q, bits, 6), codes(N, bits, 7)
+    ql, dl = torch.randint(0, C, (Q,), generator=g), torch.randint(0, C, (N,), generator=g)
+    signs = lambda c: de.unpack_bits(c, bits).to(torch.float32).numpy() * 2 - 1
+    onehot = lambda y: torch.nn.functional.one_hot(y, C).to(torch.float32).numpy()
+    qs, dbs, qo, dbo = signs(q), signs(db), onehot(ql), onehot(dl)
+    for k in (1000, 0):
+        kk = N if k == 0 else k
+        ours = median_time(lambda: de.topk_map(q, db, ql, dl, k, "index"), repeats)
+        mine = de.topk_map(q, db, ql, dl, k, "index").mean().item()
+        seed_t0 = time.perf_counter()
+        theirs_map = seed_topk_map(qs, dbs, qo, dbo, kk)
+        seed_time = time.perf_counter() - seed_t0  # one run: the loop takes seconds
+        t.add("topk_map", f"Q={Q} N={N} {bits}b k={'all' if k == 0 else k}", ours, "seed numpy loop", seed_time,
+              f"mAP {mine:.6f} vs {theirs_map:.6f}, |diff| {abs(mine - theirs_map):.1e}")
+        if k == 0 or Q * N <= 100 * 69_000:
+            sub = slice(0, 100)
+            t.add("topk_map", f"Q=100 N={N} {bits}b k={'all' if k == 0 else k}",
+                  median_time(lambda: de.topk_map(q[sub], db, ql[sub], dl, k, "index"), repeats), "reference",
+                  median_time(lambda: ref.topk_map(q[sub], db, ql[sub], dl, k, "index"), repeats))
+    ours = median_time(lambda: de.topk_map(q, db, ql, dl, 0, "average"), repeats)
+    t.add("topk_map", f"Q={Q} N={N} {bits}b all, ties=average", ours, "(no other library has it)", ours,
+          "tie-aware")
+
+
+def machine():
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception:
+        model = platform.processor()
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=["bits", "faiss", "map"], help="run one group")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}; torch {torch.__version__}; simd {de.simd_level()}; "
+          f"date {datetime.date.today()}; command: python {' '.join(sys.argv)}\n")
+    print("| op | config | ours (ms) | baseline | baseline (ms) | speed-up | note |")
+    print("|---|---|---|---|---|---|---|")
+    t = Table()
+    if args.only in (None, "bits"):
+        bench_bits_ops(t, args.quick, args.repeats)
+    if args.only in (None, "map"):
+        bench_topk_map(t, args.quick, args.repeats)
+    if args.only in (None, "faiss"):
+        bench_topk_vs_faiss(t, args.quick, 3 if not args.quick else args.repeats)
+
+
+if __name__ == "__main__":
+    main()
