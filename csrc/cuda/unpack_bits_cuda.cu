@@ -1,0 +1,46 @@
+// unpack_bits on CUDA: one thread per output bit.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "common/codes_cuda.cuh"
+
+namespace deephash {
+namespace {
+
+__global__ void unpack_bits_kernel(const uint8_t* __restrict__ packed,  // [rows, bytes]
+                                   uint8_t* __restrict__ out,           // [rows, bits]
+                                   int64_t rows, int64_t bytes, int64_t bits) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * bits;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / bits, j = i % bits;
+    out[i] = (packed[r * bytes + (j >> 3)] >> (j & 7)) & 1;
+  }
+}
+
+at::Tensor unpack_bits_cuda(const at::Tensor& packed, int64_t bits) {
+  TORCH_CHECK(packed.scalar_type() == at::kByte, "unpack_bits: packed must be uint8, got ", packed.scalar_type());
+  TORCH_CHECK(packed.dim() >= 1, "unpack_bits: packed must have at least one dimension (the bytes)");
+  const int64_t bytes = packed.size(-1);
+  TORCH_CHECK(bits >= 0, "unpack_bits: bits must be >= 0, got ", bits);
+  TORCH_CHECK(bits <= 8 * bytes, "unpack_bits: asked for ", bits, " bits but the codes hold only ", 8 * bytes,
+              " (", bytes, " bytes)");
+  const c10::cuda::CUDAGuard guard(packed.device());
+  auto sizes = packed.sizes().vec();
+  sizes.back() = bits;
+  at::Tensor out = at::empty(sizes, packed.options());
+  const int64_t rows = bytes == 0 ? 0 : packed.numel() / bytes;
+  if (rows == 0 || bits == 0) return out;
+  const at::Tensor pc = packed.contiguous();
+  unpack_bits_kernel<<<blocks_for(rows * bits, 256), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      pc.const_data_ptr<uint8_t>(), out.mutable_data_ptr<uint8_t>(), rows, bytes, bits);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deephash_ext, CUDA, m) { m.impl("unpack_bits", &unpack_bits_cuda); }
+
+}  // namespace deephash
