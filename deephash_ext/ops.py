@@ -201,11 +201,12 @@ def _eigh_fake(L):
 def _spectral_filter_forward_fake(x, L, theta, basis):
     _check_spectral_filter(x, L, theta, basis)
     Bt, n = L.shape[0], L.shape[1]
-    return x.new_empty(x.shape), L.new_empty((Bt, n)), L.new_empty((Bt, n, n))
+    m = theta.shape[-1] if basis == "fourier" else n
+    return x.new_empty(x.shape), L.new_empty((Bt, n)), L.new_empty((Bt, n, n)), x.new_empty((Bt, m, x.shape[2]))
 
 
 @torch.library.register_fake("deephash_ext::_spectral_filter_backward")
-def _spectral_filter_backward_fake(grad_y, x, theta, evals, evecs, basis, output_mask):
+def _spectral_filter_backward_fake(grad_y, x, zx, theta, evals, evecs, basis, output_mask):
     _check_spectral_filter(x, evecs, theta, basis)
     torch._check(grad_y.shape == x.shape, lambda: "spectral_filter_backward: grad_y must have the shape of x")
     Bt, n = evecs.shape[0], evecs.shape[1]
@@ -231,17 +232,17 @@ torch.library.register_autograd("deephash_ext::normalized_laplacian", _normalize
 
 def _spectral_filter_setup(ctx, inputs, output):
     x, _L, theta, basis = inputs
-    _y, evals, evecs = output
-    # The one eigendecomposition of the forward, reused by the backward.
-    ctx.save_for_backward(x, theta, evals, evecs)
+    _y, evals, evecs, zx = output
+    # The one eigendecomposition of the forward, and Uᵀ x, reused by the backward.
+    ctx.save_for_backward(x, zx, theta, evals, evecs)
     ctx.basis = basis
-    ctx.mark_non_differentiable(evals, evecs)
+    ctx.mark_non_differentiable(evals, evecs, zx)
 
 
-def _spectral_filter_backward(ctx, grad_y, _grad_evals, _grad_evecs):
-    x, theta, evals, evecs = ctx.saved_tensors
+def _spectral_filter_backward(ctx, grad_y, _grad_evals, _grad_evecs, _grad_zx):
+    x, zx, theta, evals, evecs = ctx.saved_tensors
     mask = [bool(m) for m in ctx.needs_input_grad[:3]]
-    gx, gL, gth = _lib._spectral_filter_backward.default(grad_y, x, theta, evals, evecs, ctx.basis, mask)
+    gx, gL, gth = _lib._spectral_filter_backward.default(grad_y, x, zx, theta, evals, evecs, ctx.basis, mask)
     return (gx if mask[0] else None, gL if mask[1] else None, gth if mask[2] else None, None)
 
 
