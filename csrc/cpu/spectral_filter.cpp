@@ -90,18 +90,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spectral_filter_forwa
   const at::Tensor xc = x.contiguous(), thc = theta.contiguous();
   const at::Tensor UK = fourier ? evecs.narrow(2, 0, K) : evecs;  // [Bt, n, K or n]
   const at::Tensor zx = at::bmm(UK.transpose(1, 2), xc);           // [Bt, K or n, d]
-  at::Tensor scale;                                                 // g per (graph, eigenpair)
+  at::Tensor g;  // [Bt or 1, m]: the filter per eigenpair
   if (fourier) {
-    scale = theta_rows(thc).unsqueeze(-1);
+    g = theta_rows(thc);
   } else {
-    at::Tensor g = at::empty({Bt, n}, x.options());
+    g = at::empty({Bt, n}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spectral_filter_response", [&] {
       filter_response<scalar_t>(evals.const_data_ptr<scalar_t>(), thc.const_data_ptr<scalar_t>(), thc.dim() == 2, Bt,
                                 n, K, basis, g.mutable_data_ptr<scalar_t>());
     });
-    scale = g.unsqueeze(-1);
   }
-  at::Tensor y = at::bmm(UK, at::mul(zx, scale));
+  // g scales the columns of U (n·m numbers) rather than the rows of zx (m·d), which also leaves zx
+  // unscaled for the backward.
+  at::Tensor y = at::bmm(at::mul(UK, g.unsqueeze(1)), zx);
   return {y, evals, evecs, zx};
 }
 
@@ -163,6 +164,18 @@ void dk_weights(T* M, const T* MT, const T* evals /* [Bt, n] */, const T* theta,
   });
 }
 
+// r_i = Σ_c a_ic b_ic over rows of length d, without the [rows, d] product tensor.
+template <class T>
+void row_dots(const T* a, const T* b, int64_t rows, int64_t d, T* r) {
+  at::parallel_for(0, rows, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T acc = T(0);
+      for (int64_t c = 0; c < d; ++c) acc += a[i * d + c] * b[i * d + c];
+      r[i] = acc;
+    }
+  });
+}
+
 // ∂θ [Bt, K] per graph: Σ_i φ_k(λ_i) r_i, r [Bt, rs] = Σ_c Zg ∘ Zx (rs = n, or K for fourier, whose
 // ∂θ_k is r_k itself).
 template <class T>
@@ -217,18 +230,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_filter_backward_cpu(
     const T* lp = lam.const_data_ptr<T>();
     const at::Tensor Zg = at::bmm(UK.transpose(1, 2), gyc);  // [Bt, m, d]
     if (output_mask[0]) {
-      at::Tensor scale;
-      if (fourier) {
-        scale = theta_rows(thc).unsqueeze(-1);
-      } else {
-        at::Tensor g = at::empty({Bt, n}, opts);
-        filter_response<T>(lp, thp, per_graph, Bt, n, K, basis, g.mutable_data_ptr<T>());
-        scale = g.unsqueeze(-1);
-      }
-      gx = at::bmm(UK, at::mul(Zg, scale));
+      at::Tensor g = fourier ? theta_rows(thc) : at::empty({Bt, n}, opts);  // [Bt or 1, m]
+      if (!fourier) filter_response<T>(lp, thp, per_graph, Bt, n, K, basis, g.mutable_data_ptr<T>());
+      gx = at::bmm(at::mul(UK, g.unsqueeze(1)), Zg);
     }
     if (output_mask[2]) {
-      const at::Tensor r = at::sum(at::mul(Zg, zx), {2}).contiguous();  // [Bt, m]
+      at::Tensor r = at::empty({Bt, m}, opts);
+      row_dots<T>(Zg.const_data_ptr<T>(), zx.contiguous().const_data_ptr<T>(), Bt * m, d, r.mutable_data_ptr<T>());
       at::Tensor per = at::empty({Bt, K}, opts);
       theta_grad<T>(r.const_data_ptr<T>(), m, lp, Bt, n, K, basis, per.mutable_data_ptr<T>());
       gth = per_graph ? per : at::sum(per, {0});
