@@ -156,6 +156,14 @@ DEEPHASH_HD inline void basis_accumulate(SpectralBasis basis, int64_t K, T lam, 
 // difference would lose all its digits to cancellation, while g' at the midpoint differs from the
 // true divided difference by O(g''' Δ²). Fourier passes zero derivatives: its g is constant on
 // each eigenvalue rank, so a tie contributes nothing (see its gap condition).
+// Relative width of a near-tie |λ_i - λ_j| <= tol · max(1, |λ_i|, |λ_j|): about the cube root of
+// the machine epsilon, where cancellation in the divided difference (eps · |g| / Δ) and the
+// midpoint error (|g'''| Δ² / 24) are of the same order.
+template <class T>
+DEEPHASH_HD constexpr T tie_tol() {
+  return sizeof(T) == 8 ? T(1e-6) : T(1e-3);
+}
+
 template <class T>
 DEEPHASH_HD inline bool near_tie(T li, T lj, T tol) {
   T a = li < T(0) ? -li : li, b = lj < T(0) ? -lj : lj;

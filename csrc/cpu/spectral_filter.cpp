@@ -45,14 +45,6 @@
 namespace deephash {
 namespace {
 
-// Relative width of a near-tie |λ_i - λ_j| <= tol · max(1, |λ_i|, |λ_j|): about the cube root of
-// the machine epsilon, where cancellation in the divided difference (eps · |g| / Δ) and the
-// midpoint error (|g'''| Δ² / 24) are of the same order.
-template <class T>
-constexpr T tie_tol() {
-  return sizeof(T) == 8 ? T(1e-6) : T(1e-3);
-}
-
 // g(λ_i) per graph and eigenvalue: out [Bt, n].
 template <class T>
 void filter_response(const T* evals,  // [Bt, n]

@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include <cfloat>
+#include <cmath>
 #include <tuple>
 
 #include "common/codes_cuda.cuh"
@@ -140,7 +141,7 @@ __global__ void symmetrize_kernel(const T* __restrict__ L,  // [Bt, n, n]
     const double a = L[base + r * n + c], b = L[base + c * n + r];
     const double diff = fabs(a - b);
     // A NaN must fail the check: carry it as an infinite asymmetry.
-    asym = fmax(asym, diff != diff ? CUDART_INF : diff);
+    asym = fmax(asym, diff != diff ? HUGE_VAL : diff);
     scale = fmax(scale, fabs(a));
     S[base + i] = static_cast<T>((a + b) * 0.5);
   }

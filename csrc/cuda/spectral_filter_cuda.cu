@@ -28,11 +28,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <class T>
-constexpr T tie_tol() {
-  return sizeof(T) == 8 ? T(1e-6) : T(1e-3);
-}
-
 // g(λ_i) and g'(λ_i) per graph and eigenvalue: [Bt, n] each.
 template <class T>
 __global__ void filter_response_kernel(const T* __restrict__ evals,  // [Bt, n]
