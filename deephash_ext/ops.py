@@ -194,7 +194,12 @@ def _normalized_laplacian_backward_fake(grad_L, A):
 def _eigh_fake(L):
     _check_square_batch(L, "eigh", "L")
     Bt, n = L.shape[0], L.shape[1]
-    return L.new_empty((Bt, n)), L.new_empty((Bt, n, n))
+    return L.new_empty((Bt, n)), _column_major(L, Bt, n)
+
+
+def _column_major(like: Tensor, Bt, n) -> Tensor:
+    """Eigenvectors are stored as LAPACK writes them: strides (n², 1, n), like torch.linalg.eigh."""
+    return like.new_empty_strided((Bt, n, n), (n * n, 1, n))
 
 
 @torch.library.register_fake("deephash_ext::_spectral_filter_forward")
@@ -202,7 +207,7 @@ def _spectral_filter_forward_fake(x, L, theta, basis):
     _check_spectral_filter(x, L, theta, basis)
     Bt, n = L.shape[0], L.shape[1]
     m = theta.shape[-1] if basis == "fourier" else n
-    return x.new_empty(x.shape), L.new_empty((Bt, n)), L.new_empty((Bt, n, n)), x.new_empty((Bt, m, x.shape[2]))
+    return x.new_empty(x.shape), L.new_empty((Bt, n)), _column_major(L, Bt, n), x.new_empty((Bt, m, x.shape[2]))
 
 
 @torch.library.register_fake("deephash_ext::_spectral_filter_backward")

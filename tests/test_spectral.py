@@ -83,7 +83,7 @@ def test_normalized_laplacian_isolated_node_gradient_is_zero():
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (F64, 1e-11)])
-@pytest.mark.parametrize("n", [1, 5, 33])
+@pytest.mark.parametrize("n", [1, 2, 5, 33, 60])  # 60: past the small-matrix solver, LAPACK
 def test_eigh_matches_reference(dtype, tol, n):
     g = torch.Generator().manual_seed(n)
     L = torch.randn(13, n, n, generator=g, dtype=F64)
@@ -98,11 +98,15 @@ def test_eigh_matches_reference(dtype, tol, n):
     torch.testing.assert_close(V @ torch.diag_embed(w) @ V.mT, L, atol=tol * n * 4, rtol=0)
 
 
-def test_eigh_repeated_eigenvalues():
-    L = dh.normalized_laplacian(twin_graph())
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_eigh_repeated_eigenvalues_and_zero_blocks(dtype):
+    L = torch.zeros(3, 7, 7, dtype=dtype)
+    L[0] = dh.normalized_laplacian(twin_graph(dtype))[0]
+    L[1, :3, :3] = torch.eye(3, dtype=dtype)  # already diagonal, zero rows after
     w, V = dh.eigh(L)
     torch.testing.assert_close(w, R.eigh(L)[0])
     torch.testing.assert_close(V @ torch.diag_embed(w) @ V.mT, L)
+    torch.testing.assert_close(V.mT @ V, torch.eye(7, dtype=dtype).expand(3, 7, 7))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,6 +326,8 @@ def test_bad_input():
         sf(x.float(), L, theta, "chebyshev")
     with pytest.raises(RuntimeError, match="symmetric"):
         dh.eigh(torch.randn(2, 4, 4, dtype=F64))
+    with pytest.raises(RuntimeError, match="finite"):
+        dh.eigh(torch.full((1, 3, 3), float("nan"), dtype=F64))
     with pytest.raises(RuntimeError, match="float32 or float64"):
         dh.eigh(torch.ones(2, 4, 4, dtype=torch.int32))
     with pytest.raises(RuntimeError, match="square"):

@@ -12,8 +12,8 @@ namespace deephash {
 at::Tensor symmetrized_cpu(const at::Tensor& L, const char* op);
 
 // Eigendecomposition of a batch of symmetric matrices Ls [Bt, n, n] (contiguous, float32/float64):
-// (values [Bt, n] ascending, vectors [Bt, n, n] with orthonormal columns), the batch spread over
-// the intra-op threads.
+// (values [Bt, n] ascending, vectors [Bt, n, n] with orthonormal columns, stored column-major:
+// strides (n², 1, n), like torch.linalg.eigh), the batch spread over the intra-op threads.
 std::tuple<at::Tensor, at::Tensor> batched_eigh_cpu(const at::Tensor& Ls);
 
 }  // namespace deephash
