@@ -129,6 +129,21 @@ def test_spectral_filter_float32(basis, K):
                                atol=2e-4, rtol=2e-4)
 
 
+@pytest.mark.parametrize("basis,K", BASES)
+def test_spectral_filter_float32_gradient(basis, K):
+    """float32 gradients (near-tie width 1e-3) against the float64 kernel."""
+    x, L, theta = inputs(Bt=3, n=12, d=5, K=K, seed=6)
+    L = 0.9 * L + 0.05 * torch.eye(12, dtype=F64)
+    gy = torch.randn_like(x)
+    grads = []
+    for dtype in (torch.float32, F64):
+        args = [t.to(dtype).requires_grad_() for t in (x, L, theta)]
+        grads.append(torch.autograd.grad(dh.spectral_filter(*args, basis), args, gy.to(dtype)))
+    for a, b in zip(*grads):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b, atol=2e-3, rtol=2e-3)
+
+
 @pytest.mark.parametrize("K", [4, 5, 9])
 def test_spline_basis_matches_scipy(K):
     """Filtering the identity with θ = e_k gives Q diag(φ_k(λ)) Qᵀ, so the kernel's basis values can
