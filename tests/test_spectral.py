@@ -310,7 +310,7 @@ def test_torch_compile_fullgraph():
     eager = [t.clone().requires_grad_() for t in (x, A, tc, tf)]
     comp = [t.clone().requires_grad_() for t in (x, A, tc, tf)]
     y_e = f(*eager)
-    y_c = torch.compile(f, fullgraph=True, backend="aot_eager")(*comp)
+    y_c = torch.compile(f, fullgraph=True)(*comp)
     torch.testing.assert_close(y_c, y_e)
     for a, b in zip(torch.autograd.grad(y_c.sum(), comp), torch.autograd.grad(y_e.sum(), eager)):
         torch.testing.assert_close(a, b)
