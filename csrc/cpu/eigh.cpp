@@ -30,30 +30,23 @@ namespace deephash {
 
 namespace {
 
+// s = (l + lᵀ) / 2 for one graph [n, n], after checking that l is finite and symmetric to within
+// kSymmetryTol · max(1, max |l|). Fused into the eigendecomposition's threads: the matrix is
+// then hot in cache for the solver.
 template <class T>
-void symmetrize_kernel(const T* L,  // [Bt, n, n]
-                       T* S,        // [Bt, n, n]
-                       int64_t Bt, int64_t n, const char* op) {
-  // One pass per graph: the asymmetry and the scale it is judged against, then the mean of L and Lᵀ.
-  at::parallel_for(0, Bt, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const T* l = L + b * n * n;
-      T* s = S + b * n * n;
-      double asym = 0.0, scale = 1.0;
-      for (int64_t i = 0; i < n; ++i) {
-        for (int64_t j = 0; j < n; ++j) {
-          const double a = l[i * n + j];
-          TORCH_CHECK(std::isfinite(a), op, ": L must be finite, but graph ", b, " has L[", i, ", ", j, "] = ", a);
-          asym = std::max(asym, std::abs(a - static_cast<double>(l[j * n + i])));
-          scale = std::max(scale, std::abs(a));
-          s[i * n + j] = (l[i * n + j] + l[j * n + i]) * T(0.5);
-        }
-      }
-      // NaN fails the comparison too, so a NaN in L is refused here rather than handed to LAPACK.
-      TORCH_CHECK(asym <= kSymmetryTol * scale, op, ": L must be symmetric, but graph ", b, " has max |L - L^T| = ",
-                  asym, " > ", kSymmetryTol, " * max(1, max |L|) = ", kSymmetryTol * scale);
+void symmetrize_one(const T* l, T* s, int64_t n, int64_t b, const char* op) {
+  double asym = 0.0, scale = 1.0;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      const double a = l[i * n + j];
+      TORCH_CHECK(std::isfinite(a), op, ": L must be finite, but graph ", b, " has L[", i, ", ", j, "] = ", a);
+      asym = std::max(asym, std::abs(a - static_cast<double>(l[j * n + i])));
+      scale = std::max(scale, std::abs(a));
+      s[i * n + j] = (l[i * n + j] + l[j * n + i]) * T(0.5);
     }
-  });
+  }
+  TORCH_CHECK(asym <= kSymmetryTol * scale, op, ": L must be symmetric, but graph ", b, " has max |L - L^T| = ", asym,
+              " > ", kSymmetryTol, " * max(1, max |L|) = ", kSymmetryTol * scale);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -79,7 +72,7 @@ inline T norm2(T a, T b) {
 }
 
 template <class T>
-void eigh_small(const T* A,  // [n, n] symmetric
+void eigh_small(const T* A,  // [n, n] symmetric; may be Vt itself
                 int64_t n,
                 T* d,        // [n] out: eigenvalues, ascending
                 T* e,        // [n] work
@@ -235,32 +228,27 @@ void eigh_small(const T* A,  // [n, n] symmetric
 
 }  // namespace
 
-at::Tensor symmetrized_cpu(const at::Tensor& L, const char* op) {
+std::tuple<at::Tensor, at::Tensor> symmetric_eigh_cpu(const at::Tensor& L, const char* op) {
   const at::Tensor Lc = L.contiguous();
-  at::Tensor S = at::empty_like(Lc);
   const int64_t Bt = Lc.size(0), n = Lc.size(1);
-  if (Bt == 0 || n == 0) return S;
-  AT_DISPATCH_FLOATING_TYPES(Lc.scalar_type(), "symmetrized_cpu", [&] {
-    symmetrize_kernel<scalar_t>(Lc.const_data_ptr<scalar_t>(), S.mutable_data_ptr<scalar_t>(), Bt, n, op);
-  });
-  return S;
-}
-
-std::tuple<at::Tensor, at::Tensor> batched_eigh_cpu(const at::Tensor& Ls) {
-  const int64_t Bt = Ls.size(0), n = Ls.size(1);
-  at::Tensor values = at::empty({Bt, n}, Ls.options());
+  at::Tensor values = at::empty({Bt, n}, Lc.options());
   // Column-major matrices, as LAPACK writes them (and as torch.linalg.eigh returns them), so that
   // at::linalg_eigh_out fills each slice in place with no copy.
-  at::Tensor vectors = at::empty_strided({Bt, n, n}, {n * n, 1, n}, Ls.options());
+  at::Tensor vectors = at::empty_strided({Bt, n, n}, {n * n, 1, n}, Lc.options());
   if (Bt == 0 || n == 0) return {values, vectors};
   if (n <= kSmallN) {
-    AT_DISPATCH_FLOATING_TYPES(Ls.scalar_type(), "eigh_small", [&] {
-      const scalar_t* a = Ls.const_data_ptr<scalar_t>();
+    AT_DISPATCH_FLOATING_TYPES(Lc.scalar_type(), "eigh_small", [&] {
+      const scalar_t* l = Lc.const_data_ptr<scalar_t>();
       scalar_t* w = values.mutable_data_ptr<scalar_t>();
       scalar_t* vt = vectors.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, Bt, 4, [&](int64_t b0, int64_t b1) {
         std::vector<scalar_t> e(n);
-        for (int64_t b = b0; b < b1; ++b) eigh_small<scalar_t>(a + b * n * n, n, w + b * n, e.data(), vt + b * n * n);
+        for (int64_t b = b0; b < b1; ++b) {
+          // The symmetric matrix reads the same in either order, so it goes straight into the
+          // column-major output that the solver works in.
+          symmetrize_one<scalar_t>(l + b * n * n, vt + b * n * n, n, b, op);
+          eigh_small<scalar_t>(vt + b * n * n, n, w + b * n, e.data(), vt + b * n * n);
+        }
       });
     });
     return {values, vectors};
@@ -268,12 +256,18 @@ std::tuple<at::Tensor, at::Tensor> batched_eigh_cpu(const at::Tensor& Ls) {
   // Threads pull slices of about Bt / (4 · threads) matrices from a shared counter: a batched
   // at::linalg_eigh call per slice amortises its set-up, and a thread that the OS delays (the
   // cores are often shared) holds back only its current slice, not half of the batch.
+  at::Tensor Ls = at::empty_like(Lc);
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), Bt);
   const int64_t slice = std::max<int64_t>(1, Bt / (4 * threads));
   std::atomic<int64_t> next{0};
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     for (int64_t b0 = next.fetch_add(slice); b0 < Bt; b0 = next.fetch_add(slice)) {
       const int64_t b1 = std::min(Bt, b0 + slice);
+      AT_DISPATCH_FLOATING_TYPES(Lc.scalar_type(), "symmetrize", [&] {
+        for (int64_t b = b0; b < b1; ++b)
+          symmetrize_one<scalar_t>(Lc.const_data_ptr<scalar_t>() + b * n * n, Ls.mutable_data_ptr<scalar_t>() + b * n * n,
+                                   n, b, op);
+      });
       at::Tensor w = values.slice(0, b0, b1), v = vectors.slice(0, b0, b1);
       at::linalg_eigh_out(w, v, Ls.slice(0, b0, b1), "L");
     }
@@ -285,7 +279,7 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> eigh_cpu(const at::Tensor& L) {
   check_square_batch(L, "eigh", "L");
-  return batched_eigh_cpu(symmetrized_cpu(L, "eigh"));
+  return symmetric_eigh_cpu(L, "eigh");
 }
 
 }  // namespace
