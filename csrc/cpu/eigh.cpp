@@ -80,7 +80,7 @@ void eigh_small(const T* A,  // [n, n] symmetric; may be Vt itself
   T* V = Vt;
   // V is stored column-major: the O(n³) loops of tred2 run down columns, so they read contiguous
   // memory, and the final V's storage is already Vt. A is symmetric, so its copy needs no transpose.
-  std::copy(A, A + n * n, V);
+  if (A != V) std::copy(A, A + n * n, V);
   auto v = [&](int64_t i, int64_t j) -> T& { return V[j * n + i]; };
   // tred2: V <- the orthogonal Q with Qᵀ A Q tridiagonal, d <- its diagonal, e <- its subdiagonal.
   for (int64_t j = 0; j < n; ++j) d[j] = v(n - 1, j);
