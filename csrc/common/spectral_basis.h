@@ -154,16 +154,8 @@ DEEPHASH_HD inline void basis_accumulate(SpectralBasis basis, int64_t K, T lam, 
 // Daleckii–Krein kernel entry K_ij: the divided difference (g_i - g_j) / (λ_i - λ_j), or g' at the
 // midpoint where the eigenvalues are equal to within tol · max(1, |λ_i|, |λ_j|). There the divided
 // difference would lose all its digits to cancellation, while g' at the midpoint differs from the
-// true divided difference by O(g''' Δ²). Fourier passes zero derivatives: its g is constant on
-// each eigenvalue rank, so a tie contributes nothing (see its gap condition).
-// Relative width of a near-tie |λ_i - λ_j| <= tol · max(1, |λ_i|, |λ_j|): about the cube root of
-// the machine epsilon, where cancellation in the divided difference (eps · |g| / Δ) and the
-// midpoint error (|g'''| Δ² / 24) are of the same order.
-template <class T>
-DEEPHASH_HD constexpr T tie_tol() {
-  return sizeof(T) == 8 ? T(1e-6) : T(1e-3);
-}
-
+// true divided difference by O(g''' Δ²). Fourier, whose g is indexed by eigenvalue rank,
+// drops tied pairs instead (see its gap condition in csrc/cpu/spectral_filter.cpp).
 template <class T>
 DEEPHASH_HD inline bool near_tie(T li, T lj, T tol) {
   T a = li < T(0) ? -li : li, b = lj < T(0) ? -lj : lj;
@@ -171,6 +163,13 @@ DEEPHASH_HD inline bool near_tie(T li, T lj, T tol) {
   if (scale < T(1)) scale = T(1);
   const T d = li - lj;
   return (d < T(0) ? -d : d) <= tol * scale;
+}
+
+// The tol of near_tie: about the cube root of the machine epsilon, where cancellation in the
+// divided difference (eps · |g| / Δ) and the midpoint error (|g'''| Δ² / 24) are of the same order.
+template <class T>
+DEEPHASH_HD constexpr T tie_tol() {
+  return sizeof(T) == 8 ? T(1e-6) : T(1e-3);
 }
 
 }  // namespace deephash

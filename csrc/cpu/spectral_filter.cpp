@@ -75,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spectral_filter_forwa
   const int64_t K = check_spectral_filter_inputs(x, L, theta, basis);
   const int64_t Bt = L.size(0), n = L.size(1), d = x.size(2);
   const bool fourier = basis == SpectralBasis::kFourier;
-  auto [evals, evecs] = batched_eigh_cpu(symmetrized_cpu(L, "spectral_filter"));
+  auto [evals, evecs] = symmetric_eigh_cpu(L, "spectral_filter");
   if (Bt == 0 || n == 0 || d == 0)
     return {at::zeros({Bt, n, d}, x.options()), evals, evecs, at::zeros({Bt, fourier ? K : n, d}, x.options())};
 
