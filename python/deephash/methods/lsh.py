@@ -12,12 +12,12 @@ from .base import HashMethod, as_float
 class LSH(HashMethod):
     name = "lsh"
 
-    def __init__(self, bits: int, seed: int = 0):
-        super().__init__(bits, seed)
+    def __init__(self, bits: int, seed: int = 0, **kwargs):
+        super().__init__(bits, seed, **kwargs)
         self.mean = None
         self.proj = None
 
-    def fit(self, x_train) -> "LSH":
+    def fit(self, x_train, y_train=None) -> "LSH":
         x = as_float(x_train)
         g = torch.Generator().manual_seed(self.seed)
         self.mean = x.mean(0)
