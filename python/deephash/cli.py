@@ -1,6 +1,6 @@
 """The ``deephash`` command line (also ``python -m deephash``).
 
-    deephash train  --data D --bits B [--filter F] [--epochs E] [--seed-compatible] --out RUN
+    deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--seed-compatible] --out RUN
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx
     deephash search --index DB.idx --codes Q.npz [-k K] [--out RESULTS.npz]
@@ -77,12 +77,26 @@ def cmd_train(args) -> int:
     from .train import train_and_evaluate
 
     split = load_data(args.data, seed=args.split_seed)
+    if args.method != "hagcn":
+        return _train_method(args, split)
     cfg = _config(args, split.dim)
     _, metrics, _ = train_and_evaluate(split, cfg, args.out, seed=args.seed, resume=args.resume,
                                        device=args.device, progress=not args.no_progress,
                                        extra_config={"data": str(args.data), "split_seed": args.split_seed})
     name = f"HAGCN {cfg['filter']}{' seed-compatible' if cfg['seed_compatible'] else ''} {cfg['bits']}b"
     _print_table([{"method": name, **metrics}])
+    print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
+    return 0
+
+
+def _train_method(args, split) -> int:
+    """``train --method NAME`` for the methods of :mod:`deephash.methods` (same data, metrics, run files)."""
+    from .methods import runner
+
+    opts = runner.method_options(args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    _, metrics, _ = runner.train_and_evaluate(split, args.method, args.bits, args.out, seed=args.seed, options=opts,
+                                              extra_config={"data": str(args.data), "split_seed": args.split_seed})
+    _print_table([{"method": f"{args.method} {args.bits}b", **metrics}])
     print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
     return 0
 
@@ -115,7 +129,7 @@ def load_codes(path) -> dict:
 
 def cmd_encode(args) -> int:
     from .data import DataError, load_data
-    from .train import load_model
+    from .methods.runner import load_model
 
     model = load_model(args.model)
     labels = None
@@ -234,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deephash", description="HAGCN binary hash codes and Hamming search")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train HAGCN, encode, evaluate, write RUN/")
+    from .methods import METHODS
+
+    t = sub.add_parser("train", help="train HAGCN (or --method NAME), encode, evaluate, write RUN/")
     _add_model_args(t)
+    t.add_argument("--method", default="hagcn", choices=["hagcn", *METHODS],
+                   help="hashing method (default hagcn; the HAGCN options apply to hagcn only)")
     t.add_argument("--out", required=True, help="run directory")
     t.set_defaults(func=cmd_train)
 
