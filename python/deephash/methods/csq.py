@@ -60,7 +60,7 @@ class CSQ(DeepHashMethod):
     def prepare(self, x, y):
         if y.sum(1).eq(0).any():
             raise ValueError(f"{self.name}: every training item needs at least one label")
-        self.centers = self.make_centers(x, y)
+        self.centers = self.make_centers(x, y).to(y.device)
         self._targets = item_centers(y, self.centers)
 
     def loss(self, out, x, y, idx, step):

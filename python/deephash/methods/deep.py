@@ -6,6 +6,8 @@ network), :meth:`prepare` (work before training, e.g. hash centers) and :meth:`c
 
 - Inputs are centred on the training mean and divided by one global scale (the RMS of the centred
   training data), so that any embedding scale trains with the same learning rate.
+- ``device`` (default ``"cpu"``; e.g. ``"cuda"``) is where training and encoding run; the fitted state is
+  kept and saved on the CPU.
 - The default network is ``Linear(d, hidden) -> ReLU -> Dropout -> Linear(hidden, bits)``.
 - Training is deterministic under ``seed``: the global RNG is forked and seeded, the batch order comes
   from a seeded generator. ``threads`` (default: leave torch's setting) sets
@@ -22,7 +24,7 @@ from torch import nn
 from .base import HashMethod, as_float, label_matrix, sign
 
 DEEP_OPTIONS = {"epochs": 30, "lr": 1e-3, "batch_size": 128, "hidden": 1024, "dropout": 0.1,
-                "weight_decay": 1e-5, "threads": None, "verbose": False}
+                "weight_decay": 1e-5, "threads": None, "verbose": False, "device": "cpu"}
 
 
 class HashHead(nn.Module):
@@ -120,6 +122,11 @@ class DeepHashMethod(HashMethod):
     def extra_state(self) -> dict:
         return {}
 
+    def _to_cpu(self) -> None:
+        for key, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+                setattr(self, key, value.cpu())
+
     def load_extra_state(self, state: dict) -> None:
         pass
 
@@ -139,9 +146,11 @@ class DeepHashMethod(HashMethod):
             torch.manual_seed(self.seed)
             self.mean = x.mean(0)
             self.scale = ((x - self.mean).pow(2).mean().sqrt()).clamp_min(1e-8)
-            xn = self.normalize(x)
+            dev = torch.device(self.device)
+            xn = self.normalize(x).to(dev)
+            y = None if y is None else y.to(dev)
             self.prepare(xn, y)
-            self.net = self.build_net(int(x.shape[1]))
+            self.net = self.build_net(int(x.shape[1])).to(dev)
 
             def batch_loss(idx, step):
                 xb = xn[idx]
@@ -152,6 +161,8 @@ class DeepHashMethod(HashMethod):
                                       seed=self.seed, verbose=self.verbose, name=self.name)
             with torch.no_grad():
                 self.after_fit(xn)
+            self.net.cpu()
+            self._to_cpu()
         self.train_seconds = time.perf_counter() - t0
         return self
 
@@ -163,9 +174,14 @@ class DeepHashMethod(HashMethod):
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"{self.name}: expected [N, {self.in_dim}] input, got shape {tuple(x.shape)}")
         self.net.eval()
-        with _Threads(self.threads):
-            return torch.cat([self.net(self.normalize(x[s:s + chunk])) for s in range(0, x.shape[0], chunk)]) \
-                if x.shape[0] else torch.zeros(0, self.bits)
+        dev = torch.device(self.device)
+        self.net.to(dev)
+        try:
+            with _Threads(self.threads):
+                return torch.cat([self.net(self.normalize(x[s:s + chunk]).to(dev)).cpu()
+                                  for s in range(0, x.shape[0], chunk)]) if x.shape[0] else torch.zeros(0, self.bits)
+        finally:
+            self.net.cpu()
 
     def encode(self, x) -> torch.Tensor:
         return self.codes_from_outputs(self.outputs(x))

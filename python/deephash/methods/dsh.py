@@ -26,7 +26,7 @@ class DSH(DeepHashMethod):
         s = similarity(y, y)
         d = torch.cdist(out, out).pow(2)
         n = out.shape[0]
-        off = ~torch.eye(n, dtype=torch.bool)
+        off = ~torch.eye(n, dtype=torch.bool, device=out.device)
         pair = 0.5 * s * d + 0.5 * (1 - s) * torch.relu(m - d)
         reg = (out.abs() - 1).abs().sum(1)
         return pair[off].mean() + self.alpha * 2 * reg.mean()

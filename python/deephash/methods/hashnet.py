@@ -36,7 +36,7 @@ class HashNet(DeepHashMethod):
         h = torch.tanh(self.beta(step) * out)
         s = similarity(y, y)
         n = out.shape[0]
-        off = ~torch.eye(n, dtype=torch.bool)
+        off = ~torch.eye(n, dtype=torch.bool, device=out.device)
         theta = alpha * (h @ h.T)
         nll = F.softplus(theta) - s * theta
         s_off = s[off]

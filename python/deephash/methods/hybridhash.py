@@ -135,7 +135,7 @@ class HybridHash(DeepHashMethod):
         u = torch.tanh(out)
         s = similarity(y, y)
         n = out.shape[0]
-        off = ~torch.eye(n, dtype=torch.bool)
+        off = ~torch.eye(n, dtype=torch.bool, device=out.device)
         theta = (u @ u.T) / 2
         nll = (F.softplus(theta) - s * theta)[off].mean()
         quant = (u - torch.sign(u).detach()).pow(2).mean()

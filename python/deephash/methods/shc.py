@@ -81,7 +81,7 @@ class SHC(CSQ):
         hold, fit = perm[:n_hold], perm[n_hold:]
         if n_hold == 0 or fit.numel() < 2:
             hold = fit = perm
-        clf = HashHead(x.shape[1], c, int(self.hidden), float(self.dropout))
+        clf = HashHead(x.shape[1], c, int(self.hidden), float(self.dropout)).to(x.device)
         target = y / y.sum(1, keepdim=True)
 
         def batch_loss(idx, step):
@@ -98,7 +98,7 @@ class SHC(CSQ):
         s = (p + p.T) / 2
         s.fill_diagonal_(0)
         top = float(s.max())
-        return (s / top if top > 0 else s).clamp(0, 1)
+        return (s / top if top > 0 else s).clamp(0, 1).cpu()
 
     # stage 2
     def optimise_centers(self, s: torch.Tensor) -> torch.Tensor:
