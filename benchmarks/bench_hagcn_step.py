@@ -10,6 +10,7 @@ process, alternating, and the median step time is reported.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -27,6 +28,10 @@ from deephash.train import build_model  # noqa: E402
 
 
 def time_steps(model, opt, x, targets, steps: int) -> list[float]:
+    """Time full training steps; the model and optimiser are restored after each (untimed), so every
+    step sees the same weights whatever the backend's gradients."""
+    model_state = copy.deepcopy(model.state_dict())
+    opt_state = copy.deepcopy(opt.state_dict())
     out = []
     for _ in range(steps):
         t = time.perf_counter()
@@ -36,6 +41,8 @@ def time_steps(model, opt, x, targets, steps: int) -> list[float]:
         loss.backward()
         opt.step()
         out.append(time.perf_counter() - t)
+        model.load_state_dict(model_state)
+        opt.load_state_dict(opt_state)
     return out
 
 
@@ -57,7 +64,7 @@ def main() -> None:
         for filt in args.filters:
             cfg = default_config(split.dim, args.bits, filt, mode == "seed")
             model, targets = build_model(cfg, x_train, seed=0)
-            opt = torch.optim.Adam(model.parameters(), lr=0.0)  # lr 0: every timed step sees the same model
+            opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
             x = torch.as_tensor(x_train[:cfg["batch_size"]])
             tb = targets[:cfg["batch_size"]] if targets is not None else None
             times = {"ops": [], "reference": []}
