@@ -11,4 +11,18 @@ TORCH_LIBRARY(deephash_ext, m) {
   m.def("hamming_distance(Tensor q, Tensor db) -> Tensor");
   m.def("hamming_topk(Tensor q, Tensor db, int k) -> (Tensor, Tensor)");
   m.def("topk_map(Tensor q, Tensor db, Tensor q_labels, Tensor db_labels, int k, str ties) -> Tensor");
+
+  // Spectral graph filtering over a batch of graphs [Bt, n, n].
+  m.def("normalized_laplacian(Tensor A) -> Tensor");
+  m.def("_normalized_laplacian_backward(Tensor grad_L, Tensor A) -> Tensor");
+  m.def("eigh(Tensor L) -> (Tensor, Tensor)");
+  // spectral_filter is CompositeImplicitAutograd: it returns the first output of
+  // _spectral_filter_forward, which carries the autograd and hands its one eigendecomposition
+  // (evals, evecs) to the backward. The backward returns an empty tensor [0] for every gradient
+  // that output_mask (x, L, theta) does not ask for.
+  m.def("spectral_filter(Tensor x, Tensor L, Tensor theta, str basis) -> Tensor");
+  m.def("_spectral_filter_forward(Tensor x, Tensor L, Tensor theta, str basis) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "_spectral_filter_backward(Tensor grad_y, Tensor x, Tensor theta, Tensor evals, Tensor evecs, str basis, "
+      "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

@@ -6,9 +6,12 @@ dispatcher) and the fake kernels / autograd formulas in :mod:`deephash_ext.ops`.
 from . import _C  # noqa: F401  (registers the ops)
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from .ops import (
+    eigh,
     hamming_distance,
     hamming_topk,
+    normalized_laplacian,
     pack_bits,
+    spectral_filter,
     topk_map,
     unpack_bits,
 )
@@ -22,6 +25,9 @@ __all__ = [
     "hamming_distance",
     "hamming_topk",
     "topk_map",
+    "normalized_laplacian",
+    "eigh",
+    "spectral_filter",
     "cuda_compiled",
     "simd_level",
 ]

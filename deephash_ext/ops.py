@@ -96,3 +96,154 @@ def _topk_map_fake(q, db, q_labels, db_labels, k, ties):
     torch._check(q_labels.shape[0] == q.shape[0], lambda: "q_labels must have one row per query")
     torch._check(db_labels.shape[0] == db.shape[0], lambda: "db_labels must have one row per database code")
     return q.new_empty((q.shape[0],), dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral graph filtering
+
+SPECTRAL_BASES = ("chebyshev", "spline", "fourier")
+
+
+def normalized_laplacian(A: Tensor) -> Tensor:
+    """``I - D^-1/2 A D^-1/2`` of a batch of symmetric non-negative adjacency matrices ``[Bt, n, n]``.
+
+    A node of degree 0 gets a row and column of the identity (and gradient 0: the map is not
+    differentiable there). Differentiable in ``A``.
+    """
+    return _lib.normalized_laplacian.default(A)
+
+
+def eigh(L: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigendecomposition of a batch of symmetric matrices ``[Bt, n, n]`` (float32 or float64):
+    ``(values [Bt, n] ascending, vectors [Bt, n, n])``, columns orthonormal, ``L = V diag(values) Vᵀ``.
+
+    ``L`` must be symmetric to within ``1e-4 * max(1, max|L|)``; ``(L + Lᵀ)/2`` is decomposed. On the
+    CPU the batch is spread over the intra-op threads. Eigenvector signs may differ from
+    ``torch.linalg.eigh``. Not differentiable (use :func:`spectral_filter`, whose gradient stays
+    finite on repeated eigenvalues).
+    """
+    return _lib.eigh.default(L)
+
+
+def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str = "chebyshev") -> Tensor:
+    """Spectral graph filter ``y = U g(Λ) Uᵀ x`` per graph, ``L = U Λ Uᵀ``.
+
+    ``x [Bt, n, d]``, ``L [Bt, n, n]`` symmetric (to within ``1e-4 * max(1, max|L|)``; ``(L + Lᵀ)/2``
+    is used), ``theta [K]`` shared or ``[Bt, K]`` per graph, ``g(λ) = Σ_k θ_k φ_k(λ)`` with
+
+    - ``"chebyshev"``: ``φ_k(λ) = T_k(λ - 1)``, K >= 1;
+    - ``"spline"``: the K >= 4 clamped cubic B-splines on ``[0,0,0] + linspace(0,2,K-2) + [2,2,2]``,
+      λ clamped into [0, 2] (the derivative at a clamped λ is the one-sided one from inside);
+    - ``"fourier"``: only the K <= n smallest eigenpairs, ``y = U_K diag(θ) U_Kᵀ x``.
+
+    Differentiable in ``x``, ``L`` and ``theta``. The ``L`` gradient is the Daleckii–Krein form with
+    divided differences of g and ``g'`` on near-equal eigenvalues (relative gap <= 1e-6 in float64,
+    1e-3 in float32), so it is finite and correct on repeated eigenvalues for chebyshev and spline.
+    Fourier's gap condition: it is a differentiable function of ``L`` only where
+    ``λ_{K-1} < λ_K`` and eigenvalues tied among the first K carry equal θ; elsewhere the forward
+    depends on the eigenbasis LAPACK picks, and the backward drops the tied pairs' terms (finite,
+    never NaN, exact when the tied θ are equal).
+    """
+    return _lib.spectral_filter.default(x, L, theta, basis)
+
+
+def _check_square_batch(t: Tensor, op: str, name: str) -> None:
+    torch._check(t.dtype in (torch.float32, torch.float64),
+                 lambda: f"{op}: {name} must be float32 or float64, got {t.dtype}")
+    torch._check(t.dim() == 3, lambda: f"{op}: {name} must be a batch of matrices [Bt, n, n], got shape {tuple(t.shape)}")
+    torch._check(t.shape[1] == t.shape[2], lambda: f"{op}: {name} must be square [Bt, n, n], got shape {tuple(t.shape)}")
+
+
+def _check_spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str) -> int:
+    op = "spectral_filter"
+    torch._check(basis in SPECTRAL_BASES,
+                 lambda: f'{op}: basis must be "chebyshev", "spline" or "fourier", got "{basis}"')
+    _check_square_batch(L, op, "L")
+    torch._check(x.dim() == 3, lambda: f"{op}: x must be [Bt, n, d], got shape {tuple(x.shape)}")
+    torch._check(x.dtype == L.dtype and theta.dtype == L.dtype, lambda: f"{op}: x, L and theta must have the same dtype")
+    torch._check(x.device == L.device and theta.device == L.device, lambda: f"{op}: x, L and theta must be on the same device")
+    torch._check(x.shape[0] == L.shape[0], lambda: f"{op}: x and L must have the same batch size")
+    torch._check(x.shape[1] == L.shape[1], lambda: f"{op}: x and L must have the same number of nodes")
+    torch._check(theta.dim() in (1, 2), lambda: f"{op}: theta must be [K] (shared) or [Bt, K] (per graph)")
+    if theta.dim() == 2:
+        torch._check(theta.shape[0] == L.shape[0], lambda: f"{op}: per-graph theta must have one row per graph")
+    K = theta.shape[-1]
+    if basis == "chebyshev":
+        torch._check(K >= 1, lambda: f"{op}: the chebyshev basis needs K >= 1 coefficients")
+    elif basis == "spline":
+        torch._check(K >= 4, lambda: f"{op}: the cubic spline basis needs K >= 4 coefficients")
+    else:
+        torch._check(K >= 1 and K <= L.shape[1], lambda: f"{op}: the fourier basis needs 1 <= K <= n")
+    return K
+
+
+@torch.library.register_fake("deephash_ext::normalized_laplacian")
+def _normalized_laplacian_fake(A):
+    _check_square_batch(A, "normalized_laplacian", "A")
+    return torch.empty_like(A, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("deephash_ext::_normalized_laplacian_backward")
+def _normalized_laplacian_backward_fake(grad_L, A):
+    _check_square_batch(A, "normalized_laplacian_backward", "A")
+    torch._check(grad_L.shape == A.shape and grad_L.dtype == A.dtype, lambda: "grad_L must match A")
+    return torch.empty_like(A, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("deephash_ext::eigh")
+def _eigh_fake(L):
+    _check_square_batch(L, "eigh", "L")
+    Bt, n = L.shape[0], L.shape[1]
+    return L.new_empty((Bt, n)), L.new_empty((Bt, n, n))
+
+
+@torch.library.register_fake("deephash_ext::_spectral_filter_forward")
+def _spectral_filter_forward_fake(x, L, theta, basis):
+    _check_spectral_filter(x, L, theta, basis)
+    Bt, n = L.shape[0], L.shape[1]
+    return x.new_empty(x.shape), L.new_empty((Bt, n)), L.new_empty((Bt, n, n))
+
+
+@torch.library.register_fake("deephash_ext::_spectral_filter_backward")
+def _spectral_filter_backward_fake(grad_y, x, theta, evals, evecs, basis, output_mask):
+    _check_spectral_filter(x, evecs, theta, basis)
+    torch._check(grad_y.shape == x.shape, lambda: "spectral_filter_backward: grad_y must have the shape of x")
+    Bt, n = evecs.shape[0], evecs.shape[1]
+    # Gradients not asked for come back as distinct empty [0] tensors.
+    return (x.new_empty(x.shape if output_mask[0] else (0,)),
+            x.new_empty((Bt, n, n) if output_mask[1] else (0,)),
+            theta.new_empty(theta.shape if output_mask[2] else (0,)))
+
+
+def _normalized_laplacian_setup(ctx, inputs, output):
+    (A,) = inputs
+    ctx.save_for_backward(A)
+
+
+def _normalized_laplacian_backward(ctx, grad_L):
+    (A,) = ctx.saved_tensors
+    return _lib._normalized_laplacian_backward.default(grad_L, A)
+
+
+torch.library.register_autograd("deephash_ext::normalized_laplacian", _normalized_laplacian_backward,
+                                setup_context=_normalized_laplacian_setup)
+
+
+def _spectral_filter_setup(ctx, inputs, output):
+    x, _L, theta, basis = inputs
+    _y, evals, evecs = output
+    # The one eigendecomposition of the forward, reused by the backward.
+    ctx.save_for_backward(x, theta, evals, evecs)
+    ctx.basis = basis
+    ctx.mark_non_differentiable(evals, evecs)
+
+
+def _spectral_filter_backward(ctx, grad_y, _grad_evals, _grad_evecs):
+    x, theta, evals, evecs = ctx.saved_tensors
+    mask = [bool(m) for m in ctx.needs_input_grad[:3]]
+    gx, gL, gth = _lib._spectral_filter_backward.default(grad_y, x, theta, evals, evecs, ctx.basis, mask)
+    return (gx if mask[0] else None, gL if mask[1] else None, gth if mask[2] else None, None)
+
+
+torch.library.register_autograd("deephash_ext::_spectral_filter_forward", _spectral_filter_backward,
+                                setup_context=_spectral_filter_setup)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "topk_map"]
+__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "topk_map", "normalized_laplacian", "eigh",
+           "spectral_filter", "chebyshev_basis", "spline_basis"]
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
 
@@ -94,3 +95,69 @@ def topk_map(q: Tensor, db: Tensor, q_labels: Tensor, db_labels: Tensor, k: int 
     total = rel.double().sum(1)
     ap = term.sum(1)
     return torch.where(total > 0, ap / total.clamp(min=1), torch.zeros_like(ap))
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral graph filtering: the pure-PyTorch formulation (torch.linalg.eigh, the basis by hand,
+# autograd through both). Its L-gradient differentiates through the eigenvectors and so turns to
+# NaN/inf on repeated eigenvalues; the kernels' does not.
+
+
+def normalized_laplacian(A: Tensor) -> Tensor:
+    d = A.sum(-1)
+    # where() keeps the degree-0 branch's gradient at 0 instead of inf * 0.
+    s = torch.where(d > 0, d.clamp(min=torch.finfo(A.dtype).tiny).rsqrt(), torch.zeros_like(d))
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    return eye - s[..., :, None] * A * s[..., None, :]
+
+
+def eigh(L: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.linalg.eigh((L + L.mT) / 2)
+
+
+def chebyshev_basis(lam: Tensor, K: int) -> Tensor:
+    """``[..., K]``: T_k(λ - 1), k < K."""
+    x = lam - 1
+    T = [torch.ones_like(x), x]
+    while len(T) < K:
+        T.append(2 * x * T[-1] - T[-2])
+    return torch.stack(T[:K], dim=-1)
+
+
+def spline_basis(lam: Tensor, K: int) -> Tensor:
+    """``[..., K]``: the clamped cubic B-splines on ``[0,0,0] + linspace(0,2,K-2) + [2,2,2]`` at λ
+    clamped into [0, 2], by the Cox–de Boor recursion."""
+    t = torch.cat([torch.zeros(3, dtype=lam.dtype), torch.linspace(0, 2, K - 2, dtype=lam.dtype),
+                   torch.full((3,), 2.0, dtype=lam.dtype)]).to(lam.device)
+    x = lam.clamp(0, 2)[..., None]
+    # Degree 0: indicator of [t_i, t_{i+1}); x = 2 belongs to the last non-empty interval, K - 1.
+    B = ((x >= t[:-1]) & (x < t[1:])).to(lam.dtype)
+    B[..., K - 1] = torch.where(x[..., 0] >= 2, torch.ones_like(lam), B[..., K - 1])
+    for p in range(1, 4):
+        m = len(t) - 1 - p  # basis functions of degree p
+        den_l = t[p:p + m] - t[:m]
+        den_r = t[p + 1:p + 1 + m] - t[1:1 + m]
+        safe_l = torch.where(den_l > 0, den_l, torch.ones_like(den_l))
+        safe_r = torch.where(den_r > 0, den_r, torch.ones_like(den_r))
+        left = torch.where(den_l > 0, (x - t[:m]) / safe_l, torch.zeros_like(x - t[:m])) * B[..., :m]
+        right = torch.where(den_r > 0, (t[p + 1:p + 1 + m] - x) / safe_r, torch.zeros_like(x - t[:m])) * B[..., 1:m + 1]
+        B = left + right
+    return B
+
+
+def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str = "chebyshev") -> Tensor:
+    if basis not in ("chebyshev", "spline", "fourier"):
+        raise ValueError(f'basis must be "chebyshev", "spline" or "fourier", got "{basis}"')
+    K = theta.shape[-1]
+    lam, U = torch.linalg.eigh((L + L.mT) / 2)
+    th = theta if theta.dim() == 2 else theta.expand(L.shape[0], K)
+    if basis == "fourier":
+        if K > L.shape[-1]:
+            raise ValueError(f"fourier needs K <= n, got K={K}, n={L.shape[-1]}")
+        UK = U[..., :K]
+        return UK @ (th[..., None] * (UK.mT @ x))
+    if basis == "spline" and K < 4:
+        raise ValueError(f"spline needs K >= 4, got K={K}")
+    phi = chebyshev_basis(lam, K) if basis == "chebyshev" else spline_basis(lam, K)
+    g = (phi * th[:, None, :]).sum(-1)
+    return U @ (g[..., None] * (U.mT @ x))

@@ -44,3 +44,15 @@ def test_evaluate_keys_and_plot(tmp_path):
     assert set(metrics.METRIC_KEYS) <= set(m)
     metrics.plot_pr_curve({"x": curve}, tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_multi_hot_labels_share_one_label():
+    rng = np.random.default_rng(2)
+    q, db = np.sign(rng.normal(size=(6, 16))), np.sign(rng.normal(size=(30, 16)))
+    ql = (rng.random((6, 4)) > 0.6).astype(np.uint8)
+    dl = (rng.random((30, 4)) > 0.6).astype(np.uint8)
+    p2, _ = metrics.precision_within_radius(torch.tensor(q), torch.tensor(db), ql, dl, 16, 16)
+    rel = (ql.astype(int) @ dl.T.astype(int)) > 0
+    assert abs(p2 - rel.mean(1).mean()) < 1e-9  # radius 16 of 16 bits retrieves everything
+    m, _ = metrics.evaluate(torch.tensor(q), torch.tensor(db), ql, dl, 16)
+    assert 0 <= m["mAP@all"] <= 1

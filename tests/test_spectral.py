@@ -1,0 +1,334 @@
+"""Spectral ops: normalized_laplacian, eigh, spectral_filter against their references, gradients
+(gradcheck, repeated eigenvalues), opcheck, torch.compile, empty and bad input."""
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import deephash_ext as dh
+from deephash_ext import reference as R
+
+F64 = torch.float64
+BASES = [("chebyshev", 5), ("spline", 6), ("fourier", 3)]
+
+
+def random_adjacency(Bt, n, dtype=F64, seed=0, isolated=()):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.rand(Bt, n, n, generator=g, dtype=dtype)
+    A = (A + A.mT) * (torch.rand(Bt, n, n, generator=g, dtype=dtype) > 0.4).to(dtype)
+    A = torch.maximum(A, A.mT)  # symmetric after masking
+    for b, i in isolated:
+        A[b, i, :] = 0
+        A[b, :, i] = 0
+    return A
+
+
+def twin_graph(dtype=F64):
+    """One graph with repeated eigenvalues: two identical 3-node components (every eigenvalue
+    twice, 0 included) and an isolated node (an extra eigenvalue 1), n = 7."""
+    P = torch.tensor([[0, 1, 2], [1, 0, 0.5], [2, 0.5, 0]], dtype=dtype)
+    A = torch.zeros(7, 7, dtype=dtype)
+    A[:3, :3] = P
+    A[3:6, 3:6] = P
+    return A[None]
+
+
+def inputs(Bt=3, n=8, d=4, K=5, per_graph=False, dtype=F64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    L = dh.normalized_laplacian(random_adjacency(Bt, n, dtype, seed))
+    x = torch.randn(Bt, n, d, generator=g, dtype=dtype)
+    theta = torch.randn(*((Bt, K) if per_graph else (K,)), generator=g, dtype=dtype)
+    return x, L, theta
+
+
+# ------------------------------------------------------------------------------------------------
+# normalized_laplacian
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_normalized_laplacian_matches_reference(dtype):
+    A = random_adjacency(4, 9, dtype, isolated=[(0, 2), (3, 0), (3, 8)])
+    L = dh.normalized_laplacian(A)
+    torch.testing.assert_close(L, R.normalized_laplacian(A))
+    # Degree-0 nodes: identity row and column.
+    e = torch.eye(9, dtype=dtype)
+    for b, i in [(0, 2), (3, 0), (3, 8)]:
+        torch.testing.assert_close(L[b, i], e[i])
+        torch.testing.assert_close(L[b, :, i], e[i])
+    assert torch.equal(L, L.mT)
+
+
+def test_normalized_laplacian_gradient():
+    A = torch.rand(2, 6, 6, dtype=F64) + 0.1  # positive: gradcheck's perturbations stay valid
+    A = (A + A.mT).requires_grad_()
+    assert gradcheck(dh.normalized_laplacian, (A,))
+    gy = torch.randn(2, 6, 6, dtype=F64)
+    (g1,) = torch.autograd.grad(dh.normalized_laplacian(A), A, gy)
+    (g2,) = torch.autograd.grad(R.normalized_laplacian(A), A, gy)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_normalized_laplacian_isolated_node_gradient_is_zero():
+    """Row 1 of A (the isolated node's degree) gets 0; column 1 still moves the other degrees."""
+    A = random_adjacency(1, 5, isolated=[(0, 1)]).requires_grad_()
+    (g,) = torch.autograd.grad(dh.normalized_laplacian(A).square().sum(), A)
+    assert torch.isfinite(g).all()
+    assert (g[0, 1] == 0).all()
+    (g_ref,) = torch.autograd.grad(R.normalized_laplacian(A).square().sum(), A)
+    torch.testing.assert_close(g, g_ref)
+
+
+# ------------------------------------------------------------------------------------------------
+# eigh
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (F64, 1e-11)])
+@pytest.mark.parametrize("n", [1, 5, 33])
+def test_eigh_matches_reference(dtype, tol, n):
+    g = torch.Generator().manual_seed(n)
+    L = torch.randn(13, n, n, generator=g, dtype=F64)
+    L = (L + L.mT).to(dtype)
+    w, V = dh.eigh(L)
+    w_ref, _ = R.eigh(L)
+    assert w.shape == (13, n) and V.shape == (13, n, n)
+    assert (w[:, 1:] >= w[:, :-1]).all()
+    torch.testing.assert_close(w, w_ref, atol=tol * n, rtol=0)
+    eye = torch.eye(n, dtype=dtype).expand(13, n, n)
+    torch.testing.assert_close(V.mT @ V, eye, atol=tol * n, rtol=0)
+    torch.testing.assert_close(V @ torch.diag_embed(w) @ V.mT, L, atol=tol * n * 4, rtol=0)
+
+
+def test_eigh_repeated_eigenvalues():
+    L = dh.normalized_laplacian(twin_graph())
+    w, V = dh.eigh(L)
+    torch.testing.assert_close(w, R.eigh(L)[0])
+    torch.testing.assert_close(V @ torch.diag_embed(w) @ V.mT, L)
+
+
+# ------------------------------------------------------------------------------------------------
+# spectral_filter forward
+
+
+@pytest.mark.parametrize("basis,K", BASES)
+@pytest.mark.parametrize("per_graph", [False, True])
+def test_spectral_filter_matches_reference(basis, K, per_graph):
+    x, L, theta = inputs(Bt=5, n=11, d=6, K=K, per_graph=per_graph)
+    torch.testing.assert_close(dh.spectral_filter(x, L, theta, basis), R.spectral_filter(x, L, theta, basis))
+
+
+@pytest.mark.parametrize("basis,K", BASES)
+def test_spectral_filter_float32(basis, K):
+    x, L, theta = inputs(Bt=4, n=16, d=8, K=K, dtype=torch.float32)
+    y = dh.spectral_filter(x, L, theta, basis)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), R.spectral_filter(x.double(), L.double(), theta.double(), basis),
+                               atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("K", [4, 5, 9])
+def test_spline_basis_matches_scipy(K):
+    """Filtering the identity with θ = e_k gives Q diag(φ_k(λ)) Qᵀ, so the kernel's basis values can
+    be read off and compared with scipy's design matrix, at the knots, the ends and between."""
+    from scipy.interpolate import BSpline
+
+    n = 12
+    lam = np.r_[0.0, 2.0, np.linspace(0, 2, K - 2)[1:-1], np.random.default_rng(K).uniform(0, 2, n)][:n]
+    lam = np.sort(np.r_[lam, np.linspace(0.05, 1.95, n)][:n])
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=F64, generator=torch.Generator().manual_seed(1)))
+    L = (Q @ torch.diag(torch.tensor(lam)) @ Q.T)[None]
+    L = (L + L.mT) / 2
+    t = np.r_[[0.0] * 3, np.linspace(0, 2, K - 2), [2.0] * 3]
+    design = BSpline.design_matrix(lam, t, 3).toarray()  # [n, K]
+    x = torch.eye(n, dtype=F64)[None]
+    for k in range(K):
+        theta = torch.zeros(K, dtype=F64)
+        theta[k] = 1
+        y = dh.spectral_filter(x, L, theta, "spline")[0]
+        phi = torch.diagonal(Q.T @ y @ Q).numpy()
+        np.testing.assert_allclose(phi, design[:, k], atol=1e-10)
+
+
+def test_spline_clamps_eigenvalues():
+    """A Laplacian with eigenvalues slightly outside [0, 2] filters like the clamped one."""
+    n = 5
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=F64, generator=torch.Generator().manual_seed(2)))
+    lam = torch.tensor([-1e-3, 0.5, 1.0, 1.5, 2.001], dtype=F64)
+    L = (Q @ torch.diag(lam) @ Q.T)[None]
+    L = (L + L.mT) / 2
+    Lc = (Q @ torch.diag(lam.clamp(0, 2)) @ Q.T)[None]
+    Lc = (Lc + Lc.mT) / 2
+    x, theta = torch.randn(1, n, 3, dtype=F64), torch.randn(6, dtype=F64)
+    torch.testing.assert_close(dh.spectral_filter(x, L, theta, "spline"), dh.spectral_filter(x, Lc, theta, "spline"))
+
+
+# ------------------------------------------------------------------------------------------------
+# spectral_filter backward
+
+
+@pytest.mark.parametrize("basis,K", BASES)
+@pytest.mark.parametrize("per_graph", [False, True])
+def test_spectral_filter_gradcheck(basis, K, per_graph):
+    x, L, theta = inputs(Bt=2, n=6, d=3, K=K, per_graph=per_graph)
+    # Spline: eigenvalues inside (0, 2), away from the clamp, where g is smooth in L.
+    L = 0.9 * L + 0.05 * torch.eye(6, dtype=F64)
+    args = tuple(t.clone().requires_grad_() for t in (x, L, theta))
+    assert gradcheck(lambda x, L, t: dh.spectral_filter(x, L, t, basis), args)
+
+
+@pytest.mark.parametrize("basis,K", BASES)
+def test_spectral_filter_gradient_matches_reference(basis, K):
+    x, L, theta = inputs(Bt=3, n=9, d=4, K=K, per_graph=True, seed=3)
+    # Away from λ = 0 and 2, where the reference's clamp has derivative 0 (the kernel's is one-sided).
+    L = 0.9 * L + 0.05 * torch.eye(9, dtype=F64)
+    gy = torch.randn_like(x)
+    grads = []
+    for f in (dh.spectral_filter, R.spectral_filter):
+        args = [t.clone().requires_grad_() for t in (x, L, theta)]
+        grads.append(torch.autograd.grad(f(*args, basis), args, gy))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("basis,K,shift", [("chebyshev", 6, False), ("chebyshev", 6, True), ("spline", 7, True)])
+def test_L_gradient_on_repeated_eigenvalues(basis, K, shift):
+    """Every eigenvalue of the twin graph is repeated. g(L) is smooth in L there (a polynomial for
+    chebyshev; spline away from its clamp, hence the shift into (0, 2)), so finite differences are
+    well defined; differentiating through the eigenvectors gives NaN/inf, Daleckii–Krein does not."""
+    L = dh.normalized_laplacian(twin_graph())
+    if shift:
+        L = 0.9 * L + 0.05 * torch.eye(7, dtype=F64)
+    w = torch.linalg.eigvalsh(L)
+    assert (w[0, 1:] - w[0, :-1]).abs().min() < 1e-12  # really repeated
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 7, 3, generator=g, dtype=F64)
+    theta = torch.randn(K, generator=g, dtype=F64)
+    Lr = L.clone().requires_grad_()
+    y = dh.spectral_filter(x, Lr, theta, basis)
+    gy = torch.randn(y.shape, generator=g, dtype=F64)
+    (gL,) = torch.autograd.grad(y, Lr, gy)
+    assert torch.isfinite(gL).all()
+    # Central differences along random symmetric directions.
+    h = 1e-5
+    for _ in range(3):
+        E = torch.randn(1, 7, 7, generator=g, dtype=F64)
+        E = (E + E.mT) / 2
+        fd = ((dh.spectral_filter(x, L + h * E, theta, basis) - dh.spectral_filter(x, L - h * E, theta, basis)) * gy).sum() / (2 * h)
+        torch.testing.assert_close((gL * E).sum(), fd, atol=1e-7, rtol=1e-6)
+    assert gradcheck(lambda L: dh.spectral_filter(x, L, theta, basis), (Lr,))
+
+
+def test_fourier_repeated_eigenvalues():
+    """Fourier is finite on ties, and exact where its gap condition holds: the twin graph's
+    eigenvalues come in pairs, so K = 2 with θ_0 = θ_1 (the doubled 0) is a function of L."""
+    L = dh.normalized_laplacian(twin_graph())
+    x = torch.randn(1, 7, 3, dtype=F64, generator=torch.Generator().manual_seed(5))
+    Lr = L.clone().requires_grad_()
+    y = dh.spectral_filter(x, Lr, torch.tensor([0.7, -1.3, 0.4], dtype=F64), "fourier")  # violates the condition
+    (gL,) = torch.autograd.grad(y.sum(), Lr)
+    assert torch.isfinite(gL).all()
+    theta = torch.tensor([0.7, 0.7], dtype=F64)
+    assert gradcheck(lambda L: dh.spectral_filter(x, L, theta, "fourier"), (Lr,))
+
+
+def test_backward_only_requested_gradients():
+    x, L, theta = inputs(Bt=2, n=6, d=3, K=5)
+    Lr = L.clone().requires_grad_()
+    (gL,) = torch.autograd.grad(dh.spectral_filter(x, Lr, theta, "chebyshev").sum(), Lr)
+    xr = x.clone().requires_grad_()
+    (gx,) = torch.autograd.grad(dh.spectral_filter(xr, L, theta, "chebyshev").sum(), xr)
+    args = [t.clone().requires_grad_() for t in (x, L, theta)]
+    full = torch.autograd.grad(dh.spectral_filter(*args, "chebyshev").sum(), args)
+    torch.testing.assert_close(gx, full[0])
+    torch.testing.assert_close(gL, full[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Empty inputs, opcheck, torch.compile, bad input
+
+
+@pytest.mark.parametrize("basis,K", BASES)
+@pytest.mark.parametrize("Bt,d", [(0, 4), (2, 0)])
+def test_empty(basis, K, Bt, d):
+    n = 5
+    x = torch.randn(Bt, n, d, dtype=F64, requires_grad=True)
+    L = dh.normalized_laplacian(random_adjacency(Bt, n)).requires_grad_()
+    theta = torch.randn(K, dtype=F64, requires_grad=True)
+    y = dh.spectral_filter(x, L, theta, basis)
+    assert y.shape == (Bt, n, d)
+    gx, gL, gt = torch.autograd.grad(y.sum(), (x, L, theta))
+    assert gx.shape == x.shape and gL.shape == L.shape and gt.shape == theta.shape
+    assert (gt == 0).all()
+    w, V = dh.eigh(L.detach())
+    assert w.shape == (Bt, n) and V.shape == (Bt, n, n)
+
+
+def test_opcheck():
+    from torch.library import opcheck
+
+    A = random_adjacency(2, 5).requires_grad_()
+    opcheck(torch.ops.deephash_ext.normalized_laplacian.default, (A,))
+    opcheck(torch.ops.deephash_ext._normalized_laplacian_backward.default, (torch.randn(2, 5, 5, dtype=F64), A.detach()))
+    opcheck(torch.ops.deephash_ext.eigh.default, (dh.normalized_laplacian(A.detach()),))
+    for basis, K in BASES:
+        x, L, theta = (t.requires_grad_() for t in inputs(Bt=2, n=6, d=3, K=K))
+        opcheck(torch.ops.deephash_ext.spectral_filter.default, (x, L, theta, basis))
+        opcheck(torch.ops.deephash_ext._spectral_filter_forward.default, (x, L, theta, basis))
+        evals, evecs = dh.eigh(L.detach())
+        for mask in ([True, True, True], [False, True, False]):
+            opcheck(torch.ops.deephash_ext._spectral_filter_backward.default,
+                    (torch.randn_like(x), x.detach(), theta.detach(), evals, evecs, basis, mask))
+
+
+def test_torch_compile_fullgraph():
+    def f(x, A, t_cheb, t_four):
+        L = dh.normalized_laplacian(A)
+        return dh.spectral_filter(x, L, t_cheb, "chebyshev") + dh.spectral_filter(x, L, t_four, "fourier")
+
+    A = torch.rand(2, 6, 6, dtype=F64) + 0.1
+    A = A + A.mT
+    x = torch.randn(2, 6, 3, dtype=F64)
+    tc, tf = torch.randn(4, dtype=F64), torch.randn(2, 3, dtype=F64)
+    eager = [t.clone().requires_grad_() for t in (x, A, tc, tf)]
+    comp = [t.clone().requires_grad_() for t in (x, A, tc, tf)]
+    y_e = f(*eager)
+    y_c = torch.compile(f, fullgraph=True, backend="aot_eager")(*comp)
+    torch.testing.assert_close(y_c, y_e)
+    for a, b in zip(torch.autograd.grad(y_c.sum(), comp), torch.autograd.grad(y_e.sum(), eager)):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_input():
+    x, L, theta = inputs(Bt=2, n=6, d=3, K=5)
+    sf = dh.spectral_filter
+    with pytest.raises(RuntimeError, match="square"):
+        sf(x, L[:, :, :5], theta, "chebyshev")
+    with pytest.raises(RuntimeError, match="symmetric"):
+        sf(x, L + 0.1 * torch.triu(torch.ones(6, 6, dtype=F64), 1), theta, "chebyshev")
+    with pytest.raises(RuntimeError, match="batch size"):
+        sf(x[:1], L, theta, "chebyshev")
+    with pytest.raises(RuntimeError, match="nodes per graph"):
+        sf(x[:, :5], L, theta, "chebyshev")
+    with pytest.raises(RuntimeError, match="one row per graph"):
+        sf(x, L, theta.expand(3, 5), "chebyshev")
+    with pytest.raises(RuntimeError, match="K >= 4"):
+        sf(x, L, theta[:3], "spline")
+    with pytest.raises(RuntimeError, match="1 <= K <= n"):
+        sf(x, L, torch.randn(7, dtype=F64), "fourier")
+    with pytest.raises(RuntimeError, match="basis must be"):
+        sf(x, L, theta, "wavelet")
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        sf(x.long(), L.long(), theta.long(), "chebyshev")
+    with pytest.raises(RuntimeError, match="same dtype"):
+        sf(x.float(), L, theta, "chebyshev")
+    with pytest.raises(RuntimeError, match="symmetric"):
+        dh.eigh(torch.randn(2, 4, 4, dtype=F64))
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        dh.eigh(torch.ones(2, 4, 4, dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="square"):
+        dh.eigh(torch.ones(2, 4, 3, dtype=F64))
+    with pytest.raises(RuntimeError, match="non-negative"):
+        dh.normalized_laplacian(-torch.ones(1, 3, 3, dtype=F64))
+    with pytest.raises(RuntimeError, match="symmetric"):
+        dh.normalized_laplacian(torch.triu(torch.ones(1, 3, 3, dtype=F64)))
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        dh.normalized_laplacian(torch.ones(1, 3, 3, dtype=torch.int64))
