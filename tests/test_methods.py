@@ -247,3 +247,18 @@ def test_cli_method_options_are_checked(tmp_path, split_npz, capsys):
     assert cli_main(["train", "--method", "itq", "--data", str(split_npz), "--bits", "16", "--epochs", "3",
                      "--out", str(tmp_path / "r")]) == 2
     assert "itq has no option --epochs" in capsys.readouterr().err
+
+
+def test_only_training_labels_reach_the_method(tmp_path, split_npz):
+    from deephash.data import load_data
+    from deephash.methods import runner
+
+    split = load_data(split_npz)
+    _, first, _ = runner.train_and_evaluate(split, "csq", 16, tmp_path / "a", options={"epochs": 2})
+    rng = np.random.default_rng(0)
+    split.y_db = rng.permutation(split.y_db)  # scrambled evaluation labels: same model, other metrics
+    split.y_query = rng.permutation(split.y_query)
+    runner.train_and_evaluate(split, "csq", 16, tmp_path / "b", options={"epochs": 2})
+    a, b = HashMethod.load(tmp_path / "a" / "model.pt"), HashMethod.load(tmp_path / "b" / "model.pt")
+    assert torch.equal(a.encode(split.x_db), b.encode(split.x_db))
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["mAP@all"] < first["mAP@all"]
