@@ -1,7 +1,7 @@
 """HybridHash: a hybrid convolution + self-attention backbone with a hash layer, on images.
 
 "HybridHash: Hybrid Convolutional and Self-Attention Deep Hashing for Image
-Retrieval" (ICMR 2024). The architecture of the paper, at a configurable size:
+Retrieval" (ICMR 2024). The architecture the paper describes, at a configurable size:
 
 - a convolutional stem, then ViT-like patch tokens;
 - stages of Transformer blocks (pre-norm multi-head self-attention and MLP) that halve the resolution
