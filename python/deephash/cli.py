@@ -1,0 +1,319 @@
+"""The ``deephash`` command line (also ``python -m deephash``).
+
+    deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--seed-compatible] --out RUN
+    deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
+    deephash index  --codes CODES.npz --out DB.idx
+    deephash search --index DB.idx --codes Q.npz [-k K] [--out RESULTS.npz]
+    deephash eval   --query Q.npz --db DB.npz [--out DIR]
+    deephash demo   [--data fashion-mnist] [--bits 64] [--out runs/demo]
+    deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
+
+``D`` is ``fashion-mnist`` (default), a folder ``DIR/<class>/<i>.npy`` or a ``.npz`` file (see
+:mod:`deephash.data`). Code files (``.npz``) hold ``codes`` (packed ``uint8``), ``bits``, ``ids`` and,
+when known, ``labels``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _bits(v: str) -> int:
+    b = int(v)
+    if not 8 <= b <= 1024:
+        raise argparse.ArgumentTypeError(f"bits must be in 8..1024, got {b}")
+    return b
+
+
+def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None) -> None:
+    from .models.hagcn import FILTERS
+
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, DIR/<class>/<i>.npy or FILE.npz")
+    p.add_argument("--bits", type=_bits, default=bits_default, required=bits_default is None)
+    p.add_argument("--filter", default="chebyshev", choices=list(FILTERS) + ["cheby"])
+    p.add_argument("--seed-compatible", action="store_true",
+                   help="the HAGCN paper code's formulation (graph 1 + hhᵀ/n, its layers, its loss and recipe)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--order", type=int, default=None, help="filter order / number of basis functions")
+    p.add_argument("--anchors", type=int, default=None, help="anchors joined to each step's graph (default model)")
+    p.add_argument("--subgraphs", type=int, default=None, help="split each batch into G subgraphs ([G, n, n])")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the data split (default: the protocol's)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _config(args, in_dim: int) -> dict:
+    from .models.hagcn import default_config
+
+    cfg = default_config(in_dim, args.bits, args.filter, args.seed_compatible)
+    for key in ("epochs", "batch_size", "lr", "order", "anchors", "subgraphs"):
+        v = getattr(args, key)
+        if v is not None:
+            if key not in cfg:
+                raise ValueError(f"--{key.replace('_', '-')} does not apply to the seed-compatible model")
+            cfg[key] = v
+    if cfg["epochs"] < 1 or cfg["batch_size"] < 2:
+        raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
+    return cfg
+
+
+def _print_table(rows, first="method"):
+    from .train import format_table
+
+    print(format_table(rows, first=first))
+
+
+def cmd_train(args) -> int:
+    from .data import load_data
+    from .train import train_and_evaluate
+
+    split = load_data(args.data, seed=args.split_seed)
+    if args.method != "hagcn":
+        return _train_method(args, split)
+    cfg = _config(args, split.dim)
+    _, metrics, _ = train_and_evaluate(split, cfg, args.out, seed=args.seed, resume=args.resume,
+                                       device=args.device, progress=not args.no_progress,
+                                       extra_config={"data": str(args.data), "split_seed": args.split_seed})
+    name = f"HAGCN {cfg['filter']}{' seed-compatible' if cfg['seed_compatible'] else ''} {cfg['bits']}b"
+    _print_table([{"method": name, **metrics}])
+    print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
+    return 0
+
+
+def _train_method(args, split) -> int:
+    """``train --method NAME`` for the methods of :mod:`deephash.methods` (same data, metrics, run files)."""
+    from .methods import runner
+
+    opts = runner.method_options(args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    _, metrics, _ = runner.train_and_evaluate(split, args.method, args.bits, args.out, seed=args.seed, options=opts,
+                                              extra_config={"data": str(args.data), "split_seed": args.split_seed})
+    _print_table([{"method": f"{args.method} {args.bits}b", **metrics}])
+    print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
+    return 0
+
+
+def _save_codes(path, codes: torch.Tensor, bits: int, labels=None, ids=None) -> None:
+    import deephash_ext
+
+    packed = deephash_ext.pack_bits(codes).numpy()
+    arrays = {"codes": packed, "bits": np.int64(bits),
+              "ids": np.arange(len(packed), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels)
+    np.savez(path, **arrays)
+
+
+def load_codes(path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot read a codes file ({e})") from e
+    if "codes" not in d or "bits" not in d or d["codes"].dtype != np.uint8 or d["codes"].ndim != 2:
+        raise ValueError(f"{path}: not a deephash codes file (needs uint8 'codes' [N, bytes] and 'bits')")
+    d["bits"] = int(d["bits"])
+    if d["codes"].shape[1] != (d["bits"] + 7) // 8:
+        raise ValueError(f"{path}: codes have {d['codes'].shape[1]} bytes per row, {d['bits']} bits need "
+                         f"{(d['bits'] + 7) // 8}")
+    return d
+
+
+def cmd_encode(args) -> int:
+    from .data import DataError, load_data
+    from .methods.runner import load_model
+
+    model = load_model(args.model)
+    labels = None
+    if args.input is not None:
+        p = Path(args.input)
+        try:
+            if p.suffix == ".npz":
+                with np.load(p, allow_pickle=False) as z:
+                    x = z["x"]
+                    labels = z["y"] if "y" in z.files else None
+            else:
+                x = np.load(p, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"{p}: cannot read embeddings ({e}); expected .npy [N, d] or .npz with 'x'") from e
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+            raise DataError(f"{p}: embeddings must be a finite numeric [N, d] array, got shape {x.shape}")
+    else:
+        split = load_data(args.data, seed=args.split_seed)
+        x, labels = getattr(split, f"x_{args.split}"), getattr(split, f"y_{args.split}")
+    if x.shape[1] != model.config["in_dim"]:
+        raise DataError(f"{args.input or args.data}: embeddings have {x.shape[1]} dimensions, the model takes "
+                        f"{model.config['in_dim']}")
+    codes = model.encode(x)
+    _save_codes(args.out, codes, model.bits, labels)
+    print(f"wrote {len(codes)} codes of {model.bits} bits to {args.out}")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from .index import Index
+
+    c = load_codes(args.codes)
+    idx = Index(c["bits"]).add(torch.from_numpy(c["codes"]), c.get("ids"))
+    idx.save(args.out)
+    print(f"wrote an index of {len(idx)} codes of {idx.bits} bits to {args.out}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .index import Index
+
+    idx = Index.load(args.index)
+    c = load_codes(args.codes)
+    if c["bits"] != idx.bits:
+        raise ValueError(f"{args.codes}: {c['bits']}-bit queries, the index holds {idx.bits}-bit codes")
+    dist, ids = idx.search(torch.from_numpy(c["codes"]), args.k)
+    if args.out:
+        np.savez(args.out, distances=dist.numpy(), ids=ids.numpy(), query_ids=c["ids"])
+        print(f"wrote the {ids.shape[1]} nearest of {len(ids)} queries to {args.out}")
+    for q in range(min(len(ids), args.show)):
+        pairs = ", ".join(f"{int(i)}:{int(d)}" for i, d in zip(ids[q], dist[q]))
+        print(f"query {int(c['ids'][q])}: {pairs}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .metrics import evaluate, plot_pr_curve
+
+    q, db = load_codes(args.query), load_codes(args.db)
+    for name, c in ((args.query, q), (args.db, db)):
+        if "labels" not in c:
+            raise ValueError(f"{name}: has no labels; evaluation needs them")
+    if q["bits"] != db["bits"]:
+        raise ValueError(f"{args.query} has {q['bits']}-bit codes, {args.db} has {db['bits']}-bit codes")
+    metrics, curve = evaluate(torch.from_numpy(q["codes"]), torch.from_numpy(db["codes"]), q["labels"],
+                              db["labels"], q["bits"])
+    _print_table([{"method": f"{q['bits']}-bit codes", **metrics}])
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "metrics.json", "w") as f:
+            json.dump({**metrics, "pr_curve": curve}, f, indent=2)
+        plot_pr_curve({f"{q['bits']} bits": curve}, out / "pr_curve.png")
+        print(f"wrote {out}/metrics.json and {out}/pr_curve.png")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .data import load_data
+    from .methods import LSH
+    from .metrics import evaluate, plot_pr_curve
+    from .train import train_and_evaluate
+
+    out = Path(args.out)
+    split = load_data(args.data, seed=args.split_seed)
+    print(f"data: {args.data}: {len(split.x_train)} training, {len(split.x_query)} queries, "
+          f"{len(split.x_db)} database items, {split.dim}-d")
+    cfg = _config(args, split.dim)
+    _, metrics, curve = train_and_evaluate(split, cfg, out / "hagcn", seed=args.seed, resume=args.resume,
+                                           device=args.device, progress=not args.no_progress,
+                                           extra_config={"data": str(args.data)})
+    lsh = LSH(args.bits, seed=args.seed).fit(split.x_train)
+    lsh_metrics, lsh_curve = evaluate(lsh.encode(split.x_query), lsh.encode(split.x_db), split.y_query,
+                                      split.y_db, args.bits)
+    name = f"HAGCN {cfg['filter']}{' seed-compatible' if cfg['seed_compatible'] else ''}"
+    rows = [{"method": f"{name} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
+    _print_table(rows)
+    plot_pr_curve({rows[0]["method"]: curve, rows[1]["method"]: lsh_curve}, out / "pr_curve.png")
+    with open(out / "demo.json", "w") as f:
+        json.dump({"hagcn": {k: metrics[k] for k in metrics if k != "loss_history"}, "lsh": lsh_metrics,
+                   "data": str(args.data), "bits": args.bits}, f, indent=2)
+    print(f"wrote {out}/pr_curve.png and {out}/demo.json")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from .embed import embed_images
+
+    x = embed_images(args.images, args.out, arch=args.arch, weights=args.weights, untrained=args.untrained,
+                     batch_size=args.batch_size, image_size=args.image_size)
+    print(f"wrote {x.shape[0]} embeddings of {x.shape[1]} dimensions to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deephash", description="HAGCN binary hash codes and Hamming search")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    from .methods import METHODS
+
+    t = sub.add_parser("train", help="train HAGCN (or --method NAME), encode, evaluate, write RUN/")
+    _add_model_args(t)
+    t.add_argument("--method", default="hagcn", choices=["hagcn", *METHODS],
+                   help="hashing method (default hagcn; the HAGCN options apply to hagcn only)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("encode", help="codes of embeddings with a trained model")
+    e.add_argument("--model", required=True, help="RUN directory or model.pt")
+    e.add_argument("--data", default="fashion-mnist")
+    e.add_argument("--split", default="db", choices=["query", "db", "train"])
+    e.add_argument("--split-seed", type=int, default=None)
+    e.add_argument("--input", default=None, help="embeddings .npy [N, d] or .npz with x (and y)")
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=cmd_encode)
+
+    i = sub.add_parser("index", help="build an index file from a codes file")
+    i.add_argument("--codes", required=True)
+    i.add_argument("--out", required=True)
+    i.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("search", help="k nearest codes in an index")
+    s.add_argument("--index", required=True)
+    s.add_argument("--codes", required=True, help="query codes file")
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--out", default=None)
+    s.add_argument("--show", type=int, default=5, help="queries to print")
+    s.set_defaults(func=cmd_search)
+
+    v = sub.add_parser("eval", help="mAP, precision and PR curve of query codes against database codes")
+    v.add_argument("--query", required=True)
+    v.add_argument("--db", required=True)
+    v.add_argument("--out", default=None)
+    v.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="HAGCN against an LSH floor (Fashion-MNIST, 64 bits by default)")
+    _add_model_args(d, bits_default=64)
+    d.add_argument("--out", default="runs/demo")
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("embed", help="embed an image folder with a torchvision backbone")
+    m.add_argument("--images", required=True, help="DIR/<class>/<image>")
+    m.add_argument("--out", required=True)
+    m.add_argument("--arch", default="vit_b_16")
+    m.add_argument("--weights", default=None, help="torchvision state_dict file of the backbone")
+    m.add_argument("--untrained", action="store_true", help="random weights (for tests)")
+    m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--image-size", type=int, default=224)
+    m.set_defaults(func=cmd_embed)
+    return p
+
+
+def main(argv=None) -> int:
+    from .data import DataError
+    from .embed import EmbedError
+    from .index import IndexError_
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, EmbedError, IndexError_, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"deephash {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

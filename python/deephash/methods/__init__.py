@@ -1,0 +1,33 @@
+"""Hashing methods with the small :class:`~deephash.methods.base.HashMethod` interface.
+
+``METHODS`` maps each name to its class; :func:`get_method` builds one::
+
+    m = get_method("itq", 64).fit(x_train)            # unsupervised
+    m = get_method("csq", 64, epochs=20).fit(x_train, y_train)
+    codes = m.encode(x)                                # ±1 float32 [N, 64]
+"""
+from .base import HashMethod
+from .bihalf import BiHalf
+from .csq import CSQ
+from .dsh import DSH
+from .hashnet import HashNet
+from .hybridhash import HybridHash
+from .itq import ITQ
+from .lsh import LSH
+from .pcah import PCAH
+from .sh import SH
+from .shc import SHC
+
+METHODS = {m.name: m for m in (LSH, PCAH, ITQ, SH, DSH, HashNet, BiHalf, CSQ, SHC, HybridHash)}
+
+
+def get_method(name: str, bits: int, **kwargs) -> HashMethod:
+    """A new, unfitted method ``name`` of ``bits`` bits; ``kwargs`` are its options (and ``seed``)."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    if key not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[key](bits, **kwargs)
+
+
+__all__ = ["HashMethod", "METHODS", "get_method", "LSH", "PCAH", "ITQ", "SH", "DSH", "HashNet", "BiHalf",
+           "CSQ", "SHC", "HybridHash"]

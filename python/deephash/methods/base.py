@@ -1,0 +1,130 @@
+"""The small interface every hashing method of deephash shares.
+
+A method maps float embeddings ``[N, d]`` to ``bits``-bit codes: :meth:`fit` learns from training
+embeddings (and, for supervised methods, the training labels), :meth:`encode` returns ±1 ``float32``
+codes ``[N, bits]`` (pack them with ``deephash_ext.pack_bits`` or give them to :class:`deephash.Index`),
+:meth:`save` / :meth:`load` keep the fitted state in one ``torch.save`` file.
+
+Options of a method (epochs, learning rate, batch size, ...) are keyword arguments of its constructor
+with defaults, listed in the class attribute ``options`` (a dict name -> default); :meth:`save` stores
+them so that :meth:`load` rebuilds the same method.
+
+Supervised methods set ``supervised = True``; their :meth:`fit` refuses ``y_train=None`` with a
+``ValueError`` naming the method (:meth:`check_labels`). Labels are class ids ``[N]`` or multi-hot
+``[N, C]``; two items are similar when they share a label.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class HashMethod:
+    """Base class: subclasses set ``name`` and implement ``fit``, ``encode``, ``state_dict``, ``load_state_dict``."""
+
+    name = "base"
+    supervised = False
+    options: dict = {}
+
+    def __init__(self, bits: int, seed: int = 0, **kwargs):
+        if not 8 <= int(bits) <= 1024:
+            raise ValueError(f"bits must be in 8..1024, got {bits}")
+        self.bits = int(bits)
+        self.seed = int(seed)
+        unknown = sorted(set(kwargs) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise TypeError(f"{self.name}: unknown option(s) {', '.join(unknown)} (options: {known})")
+        for key, default in self.options.items():
+            setattr(self, key, kwargs.get(key, default))
+
+    def get_options(self) -> dict:
+        return {key: getattr(self, key) for key in self.options}
+
+    @property
+    def in_dim(self) -> int | None:
+        """Input dimension once fitted (from the fitted mean), else None."""
+        mean = getattr(self, "mean", None)
+        return None if mean is None else int(mean.shape[0])
+
+    @property
+    def config(self) -> dict:
+        """What identifies the model: method, bits, seed, input dimension and options."""
+        return {"method": self.name, "bits": self.bits, "seed": self.seed, "in_dim": self.in_dim,
+                **self.get_options()}
+
+    def check_labels(self, x_train, y_train) -> None:
+        """Refuse missing or mismatched training labels for a supervised method."""
+        if not self.supervised:
+            return
+        if y_train is None:
+            raise ValueError(f"{self.name} is a supervised method: fit needs the training labels "
+                             f"(y_train: class ids [N] or multi-hot [N, C]); got none")
+        n = len(x_train)
+        if len(y_train) != n:
+            raise ValueError(f"{self.name}: y_train has {len(y_train)} rows, x_train has {n}")
+
+    def fit(self, x_train, y_train=None) -> "HashMethod":
+        raise NotImplementedError
+
+    def encode(self, x) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def save(self, path) -> None:
+        torch.save({"method": self.name, "bits": self.bits, "seed": self.seed, "options": self.get_options(),
+                    "state": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path) -> "HashMethod":
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if cls.name != "base" and blob.get("method") != cls.name:
+            raise ValueError(f"{path}: holds a {blob.get('method')!r} model, not {cls.name!r}")
+        klass = cls
+        if cls.name == "base":  # HashMethod.load: whichever method the file holds
+            from . import METHODS
+            if blob.get("method") not in METHODS:
+                raise ValueError(f"{path}: unknown method {blob.get('method')!r}")
+            klass = METHODS[blob["method"]]
+        m = klass(blob["bits"], seed=blob["seed"], **blob.get("options", {}))
+        m.load_state_dict(blob["state"])
+        return m
+
+
+def as_float(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(torch.float32)
+
+
+def label_matrix(y, n_classes: int | None = None) -> torch.Tensor:
+    """Multi-hot ``float32[N, C]`` from class ids ``[N]`` or multi-hot ``[N, C]``."""
+    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if t.dim() == 2:
+        return (t > 0).to(torch.float32)
+    if t.dim() != 1:
+        raise ValueError(f"labels must be class ids [N] or multi-hot [N, C], got shape {tuple(t.shape)}")
+    t = t.to(torch.int64)
+    if (t < 0).any():
+        raise ValueError("class ids must be non-negative")
+    c = int(t.max()) + 1 if n_classes is None else int(n_classes)
+    return torch.nn.functional.one_hot(t, c).to(torch.float32)
+
+
+def pca(x: torch.Tensor, k: int):
+    """Mean and the top-``k`` principal directions ``[d, k]`` (descending variance) of ``x``, in float64."""
+    x = x.to(torch.float64)
+    mean = x.mean(0)
+    xc = x - mean
+    cov = xc.T @ xc / max(1, x.shape[0] - 1)
+    vals, vecs = torch.linalg.eigh(cov)
+    order = torch.argsort(vals, descending=True)[:k]
+    return mean.to(torch.float32), vecs[:, order].to(torch.float32), vals[order].to(torch.float32)
+
+
+def sign(z: torch.Tensor) -> torch.Tensor:
+    """±1 codes, with 0 mapped to -1 (bit = value > 0, as ``pack_bits``)."""
+    return torch.where(z > 0, 1.0, -1.0).to(torch.float32)

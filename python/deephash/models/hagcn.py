@@ -1,0 +1,248 @@
+"""HAGCN: a graph-convolutional autoencoder over embeddings with a hash head (after the HAGCN paper).
+
+Two configurations share the layout *encoder -> spectral graph filter over a per-step graph -> decoder
+(reconstructs the input)* plus a *hash head* whose codes' inner products are trained to follow graph
+similarities. Codes are ``sign`` of the hash head, which reads one item at a time, so the code of an item
+never depends on which other items are encoded with it.
+
+``seed_compatible=True`` — the paper code's formulation (IDASooinKim/DeepHashing, model.py / engine.py):
+  ``h = GELU(W1 x)`` (hidden = input width), graph ``S = h hᵀ / n``, ``A = 1 + S``, operator
+  ``M = D^-1/2 A D^-1/2``; hash head ``W2 x`` on the raw input, ``B = 2 sigmoid(W2 x) - 1``;
+  per-filter layers: ``gcn``: LayerNorm(Linear(M h)); ``chebyshev``: ``Σ_{j=0..k} T_j(M) h`` with no weights
+  (spectral_filter on ``M + I`` with θ = 1, exactly the paper's sum); ``fourier``: the k smallest eigenpairs
+  of ``M`` with learnable θ (the paper multiplies the eigenvector rows by a dense ``Linear(k, k)``, which is
+  not a spectral filter; we keep its diagonal); ``spline``: cubic B-splines on ``M + I`` over [0, 2] with
+  learnable θ (the paper places knots over the k smallest eigenvalues' range and mixes eigenvectors; we keep
+  the spectral form); ``lanczos``: ``V T Vᵀ h`` after k Lanczos steps on ``M`` from a random start, as the paper.
+  Then ``W4``, GELU, and the decoder ``Linear-GELU-Linear``. Loss ``MSE(x̂, x) + 1e-4 mean((BBᵀ - b S)²)``,
+  Adam 1e-4, batch 128, 20 epochs, k = 18.
+
+Default — a graph autoencoder over a proper normalized Laplacian, with structure beyond the mini-batch:
+  inputs are centred on the training mean and L2-normalised (cosine geometry); encoder ``H = GELU(W1 x)``;
+  each step's graph joins the batch (optionally split into G subgraphs, a ``[G, n, n]`` batch for the
+  batched ops) with a fixed set of anchors (training items drawn once), connects each node to its
+  ``ceil(log2 n)`` most cosine-similar nodes (symmetrised), and takes ``L = normalized_laplacian(A)``.
+  Filters (learnable, low-pass at initialisation) act on ``H`` over that graph: ``gcn`` (Kipf & Welling:
+  ``(I - L_{A+I}) H W``), ``chebyshev`` / ``spline`` / ``fourier`` through ``deephash_ext.spectral_filter``,
+  ``lanczos`` (LanczosNet-style: a K-step Krylov basis ``V``, ``T = VᵀLV``, then ``V g(T) Vᵀ H`` with ``g``
+  a Chebyshev filter applied by spectral_filter to the small operator ``T``). The decoder reconstructs the
+  normalised input. The hash head ``W_h H`` (per item) is trained so that ``B Bᵀ / b`` follows the
+  training-set graph's similarity ``T Tᵀ / b``, where ``T`` are the spectral-hashing codes of a kNN graph
+  over the whole training set (:func:`deephash.graphs.spectral_codes`), plus a per-bit logistic term.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import graphs
+
+FILTERS = ("gcn", "fourier", "spline", "chebyshev", "lanczos")
+_ALIASES = {"cheby": "chebyshev"}
+
+
+def canonical_filter(name: str) -> str:
+    f = _ALIASES.get(name, name)
+    if f not in FILTERS:
+        raise ValueError(f"unknown filter {name!r}; choose one of {', '.join(FILTERS)}")
+    return f
+
+
+def default_config(in_dim: int, bits: int, filter: str = "chebyshev", seed_compatible: bool = False) -> dict:
+    """The full configuration of a model: everything needed to rebuild it."""
+    filt = canonical_filter(filter)
+    if not 8 <= int(bits) <= 1024:
+        raise ValueError(f"bits must be in 8..1024, got {bits}")
+    if seed_compatible:
+        return dict(in_dim=in_dim, bits=bits, filter=filt, seed_compatible=True, hidden=in_dim, order=18,
+                    lr=1e-4, batch_size=128, epochs=20, hash_weight=1e-4)
+    order = {"gcn": 1, "chebyshev": 4, "spline": 6, "fourier": 16, "lanczos": 8}[filt]
+    return dict(in_dim=in_dim, bits=bits, filter=filt, seed_compatible=False,
+                hidden=int(min(1024, max(256, 2 * in_dim))), order=order, anchors=128, subgraphs=1,
+                knn=None, lr=1e-3, batch_size=128, epochs=20, hash_weight=1.0, bit_weight=1.0,
+                recon_weight=1.0)
+
+
+def _lowpass_theta(basis: str, K: int) -> torch.Tensor:
+    """Coefficients with g(λ) ≈ 1 - λ/2 on [0, 2] (a low-pass start)."""
+    if basis == "chebyshev":
+        th = torch.zeros(K)
+        th[0] = 0.5
+        if K > 1:
+            th[1] = -0.5
+        return th
+    if basis == "spline":
+        # Control points of a clamped cubic B-spline at the Greville abscissae reproduce a line exactly.
+        inner = torch.linspace(0, 2, K - 2)
+        t = torch.cat([torch.zeros(3), inner, torch.full((3,), 2.0)])
+        greville = torch.stack([t[i + 1:i + 4].mean() for i in range(K)])
+        return 1.0 - greville / 2
+    return torch.ones(K)  # fourier: pass the K lowest frequencies
+
+
+class HAGCN(nn.Module):
+    """See the module docstring. Build with :meth:`from_config` or ``HAGCN(in_dim, bits, filter=...)``."""
+
+    def __init__(self, in_dim: int, bits: int, filter: str = "chebyshev", seed_compatible: bool = False,
+                 **overrides):
+        super().__init__()
+        cfg = default_config(in_dim, bits, filter, seed_compatible)
+        unknown = set(overrides) - set(cfg)
+        if unknown:
+            raise TypeError(f"unknown HAGCN options {sorted(unknown)}")
+        cfg.update(overrides)
+        self.config = cfg
+        self.bits = int(bits)
+        self.filter = cfg["filter"]
+        self.seed_compatible = bool(seed_compatible)
+        d, hid, K = in_dim, cfg["hidden"], int(cfg["order"])
+        self.encoder = nn.Linear(d, hid)
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("anchor_x", torch.zeros(0, d))
+        if seed_compatible:
+            self.hash_head = nn.Linear(d, bits)
+            if self.filter == "gcn":
+                self.gcn_w = nn.Linear(hid, hid)
+                self.gcn_norm = nn.LayerNorm(hid)
+            elif self.filter in ("fourier", "spline"):
+                if self.filter == "spline" and K < 4:
+                    raise ValueError("the spline basis needs order >= 4")
+                self.theta = nn.Parameter(_lowpass_theta(self.filter, K) if self.filter == "spline" else torch.ones(K))
+            elif self.filter == "chebyshev":
+                self.register_buffer("theta", torch.ones(K + 1))
+            self.post = nn.Linear(hid, hid)
+            self.decoder = nn.Sequential(nn.Linear(hid, hid), nn.GELU(), nn.Linear(hid, d))
+        else:
+            self.hash_head = nn.Linear(hid, bits)
+            if self.filter == "spline" and K < 4:
+                raise ValueError("the spline basis needs order >= 4")
+            basis = {"chebyshev": "chebyshev", "spline": "spline", "fourier": "fourier", "lanczos": "chebyshev"}
+            if self.filter != "gcn":
+                kk = 3 if self.filter == "lanczos" else K
+                self.theta = nn.Parameter(_lowpass_theta(basis[self.filter], kk))
+            self.graph_w = nn.Linear(hid, hid)
+            self.decoder = nn.Sequential(nn.GELU(), nn.Linear(hid, hid), nn.GELU(), nn.Linear(hid, d))
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "HAGCN":
+        cfg = dict(cfg)
+        in_dim, bits, filt, sc = cfg.pop("in_dim"), cfg.pop("bits"), cfg.pop("filter"), cfg.pop("seed_compatible")
+        return cls(in_dim, bits, filt, sc, **cfg)
+
+    def prepare(self, x_train: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Set the data-dependent buffers from the training set: the centring mean and the anchors."""
+        x_train = torch.as_tensor(x_train, dtype=torch.float32)
+        if self.seed_compatible:
+            return
+        self.mean.copy_(x_train.mean(0))
+        m = min(int(self.config["anchors"]), x_train.shape[0])
+        idx = torch.randperm(x_train.shape[0], generator=generator)[:m]
+        self.anchor_x = x_train[idx].clone().to(self.mean.device)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.seed_compatible else graphs.cosine_features(x, self.mean)
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def hash_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-item code logits (no graph: an item's code depends on that item only)."""
+        if self.seed_compatible:
+            return self.hash_head(x)
+        return self.hash_head(F.gelu(self.encoder(self.normalize(x))))
+
+    @torch.no_grad()
+    def encode(self, x, batch_size: int = 8192) -> torch.Tensor:
+        """±1 ``float32[N, bits]`` codes (bit = logit > 0)."""
+        was = self.training
+        self.eval()
+        dev = next(self.parameters()).device
+        x = torch.as_tensor(x, dtype=torch.float32)
+        out = [torch.where(self.hash_logits(x[s:s + batch_size].to(dev)) > 0, 1.0, -1.0).cpu()
+               for s in range(0, x.shape[0], batch_size)]
+        self.train(was)
+        return torch.cat(out) if out else torch.empty(0, self.bits)
+
+    # -- the graph autoencoder -------------------------------------------------------------
+
+    def _filter_default(self, H: torch.Tensor, L: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        if self.filter == "gcn":
+            n = A.shape[-1]
+            Ahat = torch.eye(n, dtype=H.dtype, device=H.device) - graphs.normalized_laplacian(
+                A + torch.eye(n, dtype=A.dtype, device=A.device))
+            Z = Ahat @ H
+        elif self.filter == "lanczos":
+            n = L.shape[-1]
+            g = torch.Generator(device="cpu").manual_seed(n)
+            v0 = torch.rand(n, generator=g).to(H).expand(L.shape[0], n)
+            V, T = graphs.lanczos(L, int(self.config["order"]), v0)
+            Z = V @ graphs.spectral_filter(V.transpose(-1, -2) @ H, T, self.theta, "chebyshev")
+        else:
+            Z = graphs.spectral_filter(H, L, self.theta, self.filter)
+        return self.graph_w(Z)
+
+    def _filter_seed(self, h: torch.Tensor, M: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        K = int(self.config["order"])
+        n = h.shape[-2]
+        eye = torch.eye(n, dtype=h.dtype, device=h.device)
+        if self.filter == "gcn":
+            return self.gcn_norm(self.gcn_w(M @ h))
+        if self.filter == "fourier":
+            return graphs.spectral_filter(h, M, self.theta[: min(K, n)], "fourier")
+        if self.filter == "spline":
+            return graphs.spectral_filter(h, M + eye, self.theta, "spline")
+        if self.filter == "chebyshev":
+            return graphs.spectral_filter(h, M + eye, self.theta, "chebyshev")
+        v0 = torch.randn(M.shape[0], n, generator=generator).to(h)
+        V, T = graphs.lanczos(M, K, v0)
+        return V @ T @ V.transpose(-1, -2) @ h
+
+    def forward_train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """One step's graph and outputs for a batch ``x[n, d]``: reconstruction, logits, and (seed) S."""
+        if self.seed_compatible:
+            h = F.gelu(self.encoder(x))[None]
+            M, S = graphs.seed_operator(h)
+            z = self._filter_seed(h, M, generator)
+            recon = self.decoder(F.gelu(self.post(z)))[0]
+            return {"recon": recon, "target": x, "logits": self.hash_head(x), "S": S[0]}
+        xn = self.normalize(x)
+        n = xn.shape[0]
+        G = max(1, min(int(self.config["subgraphs"]), n))
+        sizes = [len(c) for c in torch.arange(n).tensor_split(G)]
+        if len(set(sizes)) != 1:  # keep the [G, n, n] batch rectangular: drop the remainder from the graph
+            G = 1
+        an = self.normalize(self.anchor_x) if self.anchor_x.numel() else xn[:0]
+        chunks = xn.reshape(G, n // G, -1)
+        nodes = torch.cat([chunks, an[None].expand(G, -1, -1)], 1)  # [G, n/G + m, d]
+        with torch.no_grad():
+            A = graphs.knn_adjacency(nodes, self.config["knn"])
+            L = graphs.normalized_laplacian(A)
+        H = F.gelu(self.encoder(nodes))
+        Z = self._filter_default(H, L, A)
+        recon = self.decoder(Z)
+        nb = n // G
+        recon_b = recon[:, :nb].reshape(n, -1)
+        logits = self.hash_head(H[:, :nb].reshape(n, -1))
+        return {"recon": recon_b, "target": xn, "logits": logits}
+
+    def loss(self, out: dict, target_codes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """The training loss and its parts."""
+        cfg = self.config
+        b = self.bits
+        rec = F.mse_loss(out["recon"], out["target"])
+        B = 2 * torch.sigmoid(out["logits"]) - 1
+        if self.seed_compatible:
+            sim = ((B @ B.T - b * out["S"]) ** 2).mean()
+            total = rec + cfg["hash_weight"] * sim
+            return total, {"recon": float(rec.detach()), "hash": float(sim.detach())}
+        if target_codes is None:
+            raise ValueError("the default HAGCN trains against the training-set graph codes (target_codes)")
+        Tc = target_codes
+        sim = ((B @ B.T / b - Tc @ Tc.T / b) ** 2).mean()
+        bit = F.binary_cross_entropy_with_logits(out["logits"], (Tc > 0).to(out["logits"].dtype))
+        total = cfg["recon_weight"] * rec + cfg["hash_weight"] * sim + cfg["bit_weight"] * bit
+        return total, {"recon": float(rec.detach()), "hash": float(sim.detach()), "bit": float(bit.detach())}

@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deephash.cli import main
+
+
+def _train(tmp_path, split_npz, *extra):
+    run = tmp_path / "run"
+    rc = main(["train", "--data", str(split_npz), "--bits", "16", "--epochs", "2", "--batch-size", "32",
+               "--out", str(run), "--no-progress", *extra])
+    assert rc == 0
+    return run
+
+
+def test_cli_end_to_end(tmp_path, split_npz, capsys):
+    run = _train(tmp_path, split_npz, "--filter", "chebyshev", "--anchors", "16")
+    out = capsys.readouterr().out
+    assert "mAP@1000" in out and "HAGCN chebyshev 16b" in out
+    for f in ("model.pt", "config.json", "metrics.json", "pr_curve.png", "checkpoint.pt"):
+        assert (run / f).is_file(), f
+    m = json.loads((run / "metrics.json").read_text())
+    for k in ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@1000", "P@r2"):
+        assert 0.0 <= m[k] <= 1.0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["bits"] == 16 and cfg["model"]["filter"] == "chebyshev"
+
+    q, db = tmp_path / "q.npz", tmp_path / "db.npz"
+    assert main(["encode", "--model", str(run), "--data", str(split_npz), "--split", "query", "--out", str(q)]) == 0
+    assert main(["encode", "--model", str(run / "model.pt"), "--data", str(split_npz), "--split", "db",
+                 "--out", str(db)]) == 0
+    assert main(["eval", "--query", str(q), "--db", str(db), "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert abs(ev["mAP@1000"] - m["mAP@1000"]) < 1e-12  # same codes, same numbers
+    idx = tmp_path / "db.idx"
+    assert main(["index", "--codes", str(db), "--out", str(idx)]) == 0
+    res = tmp_path / "res.npz"
+    assert main(["search", "--index", str(idx), "--codes", str(q), "-k", "5", "--out", str(res)]) == 0
+    r = np.load(res)
+    assert r["ids"].shape == (20, 5) and (np.diff(r["distances"], axis=1) >= 0).all()
+
+    x = np.load(split_npz)["x_query"]
+    np.save(tmp_path / "x.npy", x)
+    assert main(["encode", "--model", str(run), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "x.codes.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "x.codes.npz")["codes"], np.load(q)["codes"])
+
+
+def test_cli_resume_and_seed_compatible(tmp_path, split_npz):
+    run = _train(tmp_path, split_npz, "--filter", "gcn", "--seed-compatible")
+    first = json.loads((run / "metrics.json").read_text())["mAP@all"]
+    # Resuming a finished run re-evaluates the same model.
+    run = _train(tmp_path, split_npz, "--filter", "gcn", "--seed-compatible", "--resume")
+    assert json.loads((run / "metrics.json").read_text())["mAP@all"] == first
+
+
+def test_cli_demo(tmp_path, split_npz, capsys):
+    rc = main(["demo", "--data", str(split_npz), "--bits", "16", "--epochs", "2", "--batch-size", "32",
+               "--anchors", "16", "--out", str(tmp_path / "demo"), "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "LSH 16b" in out and "HAGCN chebyshev 16b" in out
+    assert (tmp_path / "demo" / "pr_curve.png").is_file()
+    d = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert set(d) >= {"hagcn", "lsh"}
+
+
+def test_cli_refuses_bad_input(tmp_path, split_npz, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(split_npz), "--bits", "4", "--out", str(tmp_path / "r")])
+    assert "8..1024" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.array([[1.0, np.nan], [0.0, 1.0]]), y=np.array([0, 1]))
+    assert main(["train", "--data", str(bad), "--bits", "8", "--out", str(tmp_path / "r")]) == 2
+    assert "bad.npz" in capsys.readouterr().err
+    junk = tmp_path / "junk.idx"
+    junk.write_bytes(b"\0" * 100)
+    q = tmp_path / "q.npz"
+    np.savez(q, codes=np.zeros((1, 2), np.uint8), bits=np.int64(16), ids=np.zeros(1, np.int64))
+    assert main(["search", "--index", str(junk), "--codes", str(q)]) == 2
+    assert "junk.idx" in capsys.readouterr().err
+
+
+def test_embed_without_weights_or_torchvision(tmp_path, capsys):
+    (tmp_path / "img" / "a").mkdir(parents=True)
+    rc = main(["embed", "--images", str(tmp_path / "img"), "--out", str(tmp_path / "e.npz")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "torchvision" in err or "--weights" in err
+
+
+def test_embed_untrained_backbone(tmp_path):
+    pytest.importorskip("torchvision")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "img" / c / f"{i}.png")
+    rc = main(["embed", "--images", str(tmp_path / "img"), "--out", str(tmp_path / "e.npz"), "--untrained",
+               "--arch", "resnet18", "--image-size", "64"])
+    assert rc == 0
+    z = np.load(tmp_path / "e.npz")
+    assert z["x"].shape[0] == 4 and z["y"].tolist() == [0, 0, 1, 1] and np.isfinite(z["x"]).all()
+
+
+def test_python_dash_m(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "deephash", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "demo" in r.stdout
+
+
+@pytest.mark.slow
+def test_fashion_mnist_demo_quality(tmp_path):
+    """The README's main job: default HAGCN at 64 bits on the standard protocol beats ITQ's 0.708."""
+    rc = main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"])
+    assert rc == 0
+    d = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert d["hagcn"]["mAP@1000"] >= 0.72 and d["hagcn"]["mAP@1000"] > d["lsh"]["mAP@1000"]
