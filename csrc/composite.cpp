@@ -11,12 +11,12 @@
 namespace deephash {
 namespace {
 
-// y of _spectral_filter_forward, which saves its eigendecomposition for its own backward.
+// y of _spectral_filter_forward, which saves its eigendecomposition (and Uᵀ x) for its own backward.
 at::Tensor spectral_filter(const at::Tensor& x, const at::Tensor& L, const at::Tensor& theta, c10::string_view basis) {
   static const auto forward =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("deephash_ext::_spectral_filter_forward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                                  const at::Tensor&, c10::string_view)>();
   return std::get<0>(forward.call(x, L, theta, basis));
 }

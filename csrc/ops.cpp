@@ -18,11 +18,12 @@ TORCH_LIBRARY(deephash_ext, m) {
   m.def("eigh(Tensor L) -> (Tensor, Tensor)");
   // spectral_filter is CompositeImplicitAutograd: it returns the first output of
   // _spectral_filter_forward, which carries the autograd and hands its one eigendecomposition
-  // (evals, evecs) to the backward. The backward returns an empty tensor [0] for every gradient
+  // (evals, evecs) and Uᵀ x to the backward. The backward returns an empty tensor [0] for every gradient
   // that output_mask (x, L, theta) does not ask for.
   m.def("spectral_filter(Tensor x, Tensor L, Tensor theta, str basis) -> Tensor");
-  m.def("_spectral_filter_forward(Tensor x, Tensor L, Tensor theta, str basis) -> (Tensor, Tensor, Tensor)");
+  // The forward returns (y, evals, evecs, zx), zx = Uᵀ x (fourier: U_Kᵀ x), all saved for the backward.
+  m.def("_spectral_filter_forward(Tensor x, Tensor L, Tensor theta, str basis) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "_spectral_filter_backward(Tensor grad_y, Tensor x, Tensor theta, Tensor evals, Tensor evecs, str basis, "
-      "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+      "_spectral_filter_backward(Tensor grad_y, Tensor x, Tensor zx, Tensor theta, Tensor evals, Tensor evecs, "
+      "str basis, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

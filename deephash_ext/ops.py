@@ -105,10 +105,11 @@ SPECTRAL_BASES = ("chebyshev", "spline", "fourier")
 
 
 def normalized_laplacian(A: Tensor) -> Tensor:
-    """``I - D^-1/2 A D^-1/2`` of a batch of symmetric non-negative adjacency matrices ``[Bt, n, n]``.
+    """``I - D^-1/2 A D^-1/2`` of a batch of symmetric non-negative adjacency matrices ``[Bt, n, n]``,
+    ``D = diag(A.sum(-1))``; negative entries and asymmetry beyond ``1e-4 * max(1, max A)`` are refused.
 
-    A node of degree 0 gets a row and column of the identity (and gradient 0: the map is not
-    differentiable there). Differentiable in ``A``.
+    A node of degree 0 gets a row and column of the identity (and its row of A gradient 0: the map
+    is not differentiable there). Differentiable in ``A``.
     """
     return _lib.normalized_laplacian.default(A)
 
@@ -117,10 +118,12 @@ def eigh(L: Tensor) -> tuple[Tensor, Tensor]:
     """Eigendecomposition of a batch of symmetric matrices ``[Bt, n, n]`` (float32 or float64):
     ``(values [Bt, n] ascending, vectors [Bt, n, n])``, columns orthonormal, ``L = V diag(values) Vᵀ``.
 
-    ``L`` must be symmetric to within ``1e-4 * max(1, max|L|)``; ``(L + Lᵀ)/2`` is decomposed. On the
-    CPU the batch is spread over the intra-op threads. Eigenvector signs may differ from
-    ``torch.linalg.eigh``. Not differentiable (use :func:`spectral_filter`, whose gradient stays
-    finite on repeated eigenvalues).
+    ``L`` must be finite and symmetric to within ``1e-4 * max(1, max|L|)``; ``(L + Lᵀ)/2`` is
+    decomposed. On the CPU the batch is spread over the intra-op threads, with a solver of our own
+    (tridiagonalisation + implicit QL) for n <= 64 and LAPACK beyond. ``vectors`` is column-major
+    (strides ``(n², 1, n)``) like ``torch.linalg.eigh``'s; eigenvector signs (and the basis chosen
+    inside a repeated eigenvalue's eigenspace) may differ from it. Not differentiable (use
+    :func:`spectral_filter`, whose gradient stays finite on repeated eigenvalues).
     """
     return _lib.eigh.default(L)
 
@@ -141,8 +144,10 @@ def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str = "chebyshev
     1e-3 in float32), so it is finite and correct on repeated eigenvalues for chebyshev and spline.
     Fourier's gap condition: it is a differentiable function of ``L`` only where
     ``λ_{K-1} < λ_K`` and eigenvalues tied among the first K carry equal θ; elsewhere the forward
-    depends on the eigenbasis LAPACK picks, and the backward drops the tied pairs' terms (finite,
-    never NaN, exact when the tied θ are equal).
+    depends on the eigenbasis the solver picks inside the eigenspace. Its backward treats pairs
+    closer than the tie width above as ties and drops their terms instead of
+    ``(θ_i - θ_j) / (λ_i - λ_j)``: finite, never NaN, exact when the tied θ are equal (or both
+    eigenvalues lie past K), and a truncation of a gradient of size ``1/gap`` otherwise.
     """
     return _lib.spectral_filter.default(x, L, theta, basis)
 
@@ -194,18 +199,24 @@ def _normalized_laplacian_backward_fake(grad_L, A):
 def _eigh_fake(L):
     _check_square_batch(L, "eigh", "L")
     Bt, n = L.shape[0], L.shape[1]
-    return L.new_empty((Bt, n)), L.new_empty((Bt, n, n))
+    return L.new_empty((Bt, n)), _column_major(L, Bt, n)
+
+
+def _column_major(like: Tensor, Bt, n) -> Tensor:
+    """Eigenvectors are stored as LAPACK writes them: strides (n², 1, n), like torch.linalg.eigh."""
+    return like.new_empty_strided((Bt, n, n), (n * n, 1, n))
 
 
 @torch.library.register_fake("deephash_ext::_spectral_filter_forward")
 def _spectral_filter_forward_fake(x, L, theta, basis):
     _check_spectral_filter(x, L, theta, basis)
     Bt, n = L.shape[0], L.shape[1]
-    return x.new_empty(x.shape), L.new_empty((Bt, n)), L.new_empty((Bt, n, n))
+    m = theta.shape[-1] if basis == "fourier" else n
+    return x.new_empty(x.shape), L.new_empty((Bt, n)), _column_major(L, Bt, n), x.new_empty((Bt, m, x.shape[2]))
 
 
 @torch.library.register_fake("deephash_ext::_spectral_filter_backward")
-def _spectral_filter_backward_fake(grad_y, x, theta, evals, evecs, basis, output_mask):
+def _spectral_filter_backward_fake(grad_y, x, zx, theta, evals, evecs, basis, output_mask):
     _check_spectral_filter(x, evecs, theta, basis)
     torch._check(grad_y.shape == x.shape, lambda: "spectral_filter_backward: grad_y must have the shape of x")
     Bt, n = evecs.shape[0], evecs.shape[1]
@@ -231,17 +242,17 @@ torch.library.register_autograd("deephash_ext::normalized_laplacian", _normalize
 
 def _spectral_filter_setup(ctx, inputs, output):
     x, _L, theta, basis = inputs
-    _y, evals, evecs = output
-    # The one eigendecomposition of the forward, reused by the backward.
-    ctx.save_for_backward(x, theta, evals, evecs)
+    _y, evals, evecs, zx = output
+    # The one eigendecomposition of the forward, and Uᵀ x, reused by the backward.
+    ctx.save_for_backward(x, zx, theta, evals, evecs)
     ctx.basis = basis
-    ctx.mark_non_differentiable(evals, evecs)
+    ctx.mark_non_differentiable(evals, evecs, zx)
 
 
-def _spectral_filter_backward(ctx, grad_y, _grad_evals, _grad_evecs):
-    x, theta, evals, evecs = ctx.saved_tensors
+def _spectral_filter_backward(ctx, grad_y, _grad_evals, _grad_evecs, _grad_zx):
+    x, zx, theta, evals, evecs = ctx.saved_tensors
     mask = [bool(m) for m in ctx.needs_input_grad[:3]]
-    gx, gL, gth = _lib._spectral_filter_backward.default(grad_y, x, theta, evals, evecs, ctx.basis, mask)
+    gx, gL, gth = _lib._spectral_filter_backward.default(grad_y, x, zx, theta, evals, evecs, ctx.basis, mask)
     return (gx if mask[0] else None, gL if mask[1] else None, gth if mask[2] else None, None)
 
 

@@ -154,8 +154,8 @@ DEEPHASH_HD inline void basis_accumulate(SpectralBasis basis, int64_t K, T lam, 
 // Daleckii–Krein kernel entry K_ij: the divided difference (g_i - g_j) / (λ_i - λ_j), or g' at the
 // midpoint where the eigenvalues are equal to within tol · max(1, |λ_i|, |λ_j|). There the divided
 // difference would lose all its digits to cancellation, while g' at the midpoint differs from the
-// true divided difference by O(g''' Δ²). Fourier passes zero derivatives: its g is constant on
-// each eigenvalue rank, so a tie contributes nothing (see its gap condition).
+// true divided difference by O(g''' Δ²). Fourier, whose g is indexed by eigenvalue rank,
+// drops tied pairs instead (see its gap condition in csrc/cpu/spectral_filter.cpp).
 template <class T>
 DEEPHASH_HD inline bool near_tie(T li, T lj, T tol) {
   T a = li < T(0) ? -li : li, b = lj < T(0) ? -lj : lj;

@@ -19,7 +19,8 @@
 // function of L (it depends on the basis LAPACK picks inside the eigenspace) and the term is
 // dropped. Gap condition: λ_{K-1} < λ_K, and λ_i ≠ λ_j for i, j < K unless θ_i = θ_j.
 // Fourier only needs the K smallest eigenpairs for y and ∂x, and ∂L = T + Tᵀ with
-// T = U_K (W[:K, :] Uᵀ) (W's [K:, K:] block is 0, its [:K, :K] block halved), O(n²K) not O(n³).
+// T = U_K (W[:K, :] Uᵀ) (W's [K:, K:] block is 0, its [:K, :K] block halved): with K << n its
+// backward is O(K n (n + d)), not O(n³ + n² d).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -72,33 +73,37 @@ void filter_response(const T* evals,  // [Bt, n]
 // θ broadcast to [Bt, K] for the fourier scaling.
 at::Tensor theta_rows(const at::Tensor& theta) { return theta.dim() == 1 ? theta.unsqueeze(0) : theta; }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_filter_forward_cpu(const at::Tensor& x, const at::Tensor& L,
-                                                                           const at::Tensor& theta,
-                                                                           c10::string_view basis_name) {
+// Returns (y, evals, evecs, zx) with zx = Uᵀ x [Bt, n, d] (fourier: U_Kᵀ x [Bt, K, d]), which the
+// forward forms anyway and the backward would otherwise recompute.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spectral_filter_forward_cpu(const at::Tensor& x,
+                                                                                       const at::Tensor& L,
+                                                                                       const at::Tensor& theta,
+                                                                                       c10::string_view basis_name) {
   const SpectralBasis basis = parse_basis(basis_name);
   const int64_t K = check_spectral_filter_inputs(x, L, theta, basis);
   const int64_t Bt = L.size(0), n = L.size(1), d = x.size(2);
-  auto [evals, evecs] = batched_eigh_cpu(symmetrized_cpu(L, "spectral_filter"));
-  if (Bt == 0 || n == 0 || d == 0) return {at::zeros({Bt, n, d}, x.options()), evals, evecs};
+  const bool fourier = basis == SpectralBasis::kFourier;
+  auto [evals, evecs] = symmetric_eigh_cpu(L, "spectral_filter");
+  if (Bt == 0 || n == 0 || d == 0)
+    return {at::zeros({Bt, n, d}, x.options()), evals, evecs, at::zeros({Bt, fourier ? K : n, d}, x.options())};
 
   const at::Tensor xc = x.contiguous(), thc = theta.contiguous();
-  at::Tensor y;
-  if (basis == SpectralBasis::kFourier) {
-    const at::Tensor UK = evecs.narrow(2, 0, K);          // [Bt, n, K]
-    at::Tensor Z = at::bmm(UK.transpose(1, 2), xc);        // [Bt, K, d]
-    Z.mul_(theta_rows(thc).unsqueeze(-1));
-    y = at::bmm(UK, Z);
+  const at::Tensor UK = fourier ? evecs.narrow(2, 0, K) : evecs;  // [Bt, n, K or n]
+  const at::Tensor zx = at::bmm(UK.transpose(1, 2), xc);           // [Bt, K or n, d]
+  at::Tensor g;  // [Bt or 1, m]: the filter per eigenpair
+  if (fourier) {
+    g = theta_rows(thc);
   } else {
-    at::Tensor g = at::empty({Bt, n}, x.options());
+    g = at::empty({Bt, n}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spectral_filter_response", [&] {
       filter_response<scalar_t>(evals.const_data_ptr<scalar_t>(), thc.const_data_ptr<scalar_t>(), thc.dim() == 2, Bt,
                                 n, K, basis, g.mutable_data_ptr<scalar_t>());
     });
-    at::Tensor Z = at::bmm(evecs.transpose(1, 2), xc);     // [Bt, n, d]
-    Z.mul_(g.unsqueeze(-1));
-    y = at::bmm(evecs, Z);
   }
-  return {y, evals, evecs};
+  // g scales the columns of U (n·m numbers) rather than the rows of zx (m·d), which also leaves zx
+  // unscaled for the backward.
+  at::Tensor y = at::bmm(at::mul(UK, g.unsqueeze(1)), zx);
+  return {y, evals, evecs, zx};
 }
 
 // The Daleckii–Krein weights, written over M in place: M_ij <- K_ij (M_ij + M_ji) / 2 for the
@@ -159,6 +164,18 @@ void dk_weights(T* M, const T* MT, const T* evals /* [Bt, n] */, const T* theta,
   });
 }
 
+// r_i = Σ_c a_ic b_ic over rows of length d, without the [rows, d] product tensor.
+template <class T>
+void row_dots(const T* a, const T* b, int64_t rows, int64_t d, T* r) {
+  at::parallel_for(0, rows, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T acc = T(0);
+      for (int64_t c = 0; c < d; ++c) acc += a[i * d + c] * b[i * d + c];
+      r[i] = acc;
+    }
+  });
+}
+
 // ∂θ [Bt, K] per graph: Σ_i φ_k(λ_i) r_i, r [Bt, rs] = Σ_c Zg ∘ Zx (rs = n, or K for fourier, whose
 // ∂θ_k is r_k itself).
 template <class T>
@@ -177,17 +194,22 @@ void theta_grad(const T* r, int64_t rs, const T* evals /* [Bt, n] */, int64_t Bt
   });
 }
 
+// zx is the fourth output of the forward. x is read only by fourier's ∂L, which forms
+// (Zg Zxᵀ)[:K, :] as (U_Kᵀ ∂y) xᵀ U: O(K n (n + d)) instead of the full Uᵀ x.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_filter_backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& theta, const at::Tensor& evals,
-    const at::Tensor& evecs, c10::string_view basis_name, std::array<bool, 3> output_mask) {
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& zx, const at::Tensor& theta,
+    const at::Tensor& evals, const at::Tensor& evecs, c10::string_view basis_name, std::array<bool, 3> output_mask) {
   const SpectralBasis basis = parse_basis(basis_name);
   const int64_t K = check_spectral_filter_inputs(x, evecs, theta, basis);
   const int64_t Bt = evecs.size(0), n = evecs.size(1), d = x.size(2);
+  const bool fourier = basis == SpectralBasis::kFourier;
+  const int64_t m = fourier ? K : n;  // eigenpairs that g weights
   TORCH_CHECK(grad_y.sizes() == x.sizes(), "spectral_filter_backward: grad_y must have the shape of x, got ",
               grad_y.sizes(), " and ", x.sizes());
   TORCH_CHECK(evals.dim() == 2 && evals.size(0) == Bt && evals.size(1) == n,
               "spectral_filter_backward: evals must be [Bt, n], got ", evals.sizes());
-  const bool fourier = basis == SpectralBasis::kFourier;
+  TORCH_CHECK(zx.dim() == 3 && zx.size(0) == Bt && zx.size(1) == m && zx.size(2) == d,
+              "spectral_filter_backward: zx must be [Bt, ", m, ", d], got ", zx.sizes());
   const bool per_graph = theta.dim() == 2;
   const auto opts = x.options();
   // Gradients not asked for are returned as empty [0] tensors (the schema has no optional returns).
@@ -199,46 +221,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_filter_backward_cpu(
     return {gx, gL, gth};
   }
 
-  const at::Tensor gyc = grad_y.contiguous(), xc = x.contiguous(), thc = theta.contiguous();
-  const at::Tensor lam = evals.contiguous(), U = evecs.contiguous();
-  const at::Tensor UK = fourier ? U.narrow(2, 0, K) : U;    // [Bt, n, K]: the columns that g can weight
-  const at::Tensor Ut = U.transpose(1, 2);
+  const at::Tensor gyc = grad_y.contiguous(), thc = theta.contiguous(), lam = evals.contiguous();
+  const at::Tensor U = evecs, UK = fourier ? evecs.narrow(2, 0, K) : evecs;  // [Bt, n, m]
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spectral_filter_backward_cpu", [&] {
     using T = scalar_t;
     const T* thp = thc.const_data_ptr<T>();
     const T* lp = lam.const_data_ptr<T>();
-    // Zg over all n eigenvectors is needed only by ∂L.
-    const at::Tensor Zg = at::bmm((output_mask[1] ? U : UK).transpose(1, 2), gyc);  // [Bt, n or K, d]
+    const at::Tensor Zg = at::bmm(UK.transpose(1, 2), gyc);  // [Bt, m, d]
     if (output_mask[0]) {
-      if (fourier) {
-        gx = at::bmm(UK, at::mul(Zg.narrow(1, 0, K), theta_rows(thc).unsqueeze(-1)));
-      } else {
-        at::Tensor g = at::empty({Bt, n}, opts);
-        filter_response<T>(lp, thp, per_graph, Bt, n, K, basis, g.mutable_data_ptr<T>());
-        gx = at::bmm(U, at::mul(Zg, g.unsqueeze(-1)));
-      }
+      at::Tensor g = fourier ? theta_rows(thc) : at::empty({Bt, n}, opts);  // [Bt or 1, m]
+      if (!fourier) filter_response<T>(lp, thp, per_graph, Bt, n, K, basis, g.mutable_data_ptr<T>());
+      gx = at::bmm(at::mul(UK, g.unsqueeze(1)), Zg);
     }
-    if (!output_mask[1] && !output_mask[2]) return;
-    const at::Tensor Zx = at::bmm((output_mask[1] ? U : UK).transpose(1, 2), xc);    // [Bt, n or K, d]
     if (output_mask[2]) {
-      const at::Tensor r = at::sum(at::mul(Zg, Zx), {2}).contiguous();                       // [Bt, n or K]
+      at::Tensor r = at::empty({Bt, m}, opts);
+      row_dots<T>(Zg.const_data_ptr<T>(), zx.contiguous().const_data_ptr<T>(), Bt * m, d, r.mutable_data_ptr<T>());
       at::Tensor per = at::empty({Bt, K}, opts);
-      theta_grad<T>(r.const_data_ptr<T>(), r.size(1), lp, Bt, n, K, basis, per.mutable_data_ptr<T>());
+      theta_grad<T>(r.const_data_ptr<T>(), m, lp, Bt, n, K, basis, per.mutable_data_ptr<T>());
       gth = per_graph ? per : at::sum(per, {0});
     }
     if (output_mask[1]) {
       if (fourier) {
-        const at::Tensor ZgK = Zg.narrow(1, 0, K), ZxK = Zx.narrow(1, 0, K);
-        at::Tensor M = at::bmm(ZgK, Zx.transpose(1, 2)).contiguous();                 // [Bt, K, n] = (Zg Zxᵀ)[:K, :]
-        const at::Tensor MT = at::bmm(ZxK, Zg.transpose(1, 2)).contiguous();          // [Bt, K, n] = ((Zg Zxᵀ)[:, :K])ᵀ
+        const at::Tensor xc = x.contiguous();
+        at::Tensor M = at::bmm(at::bmm(Zg, xc.transpose(1, 2)), U).contiguous();    // [Bt, K, n] = (Zg Zxᵀ)[:K, :]
+        const at::Tensor MT = at::bmm(at::bmm(zx, gyc.transpose(1, 2)), U).contiguous();  // ((Zg Zxᵀ)[:, :K])ᵀ
         dk_weights<T>(M.mutable_data_ptr<T>(), MT.const_data_ptr<T>(), lp, thp, per_graph, Bt, n, K, basis);
-        const at::Tensor Tm = at::bmm(UK, at::bmm(M, Ut));                              // [Bt, n, n]
+        const at::Tensor Tm = at::bmm(UK, at::bmm(M, U.transpose(1, 2)));            // [Bt, n, n]
         gL = at::add(Tm, Tm.transpose(1, 2));
       } else {
-        at::Tensor M = at::bmm(Zg, Zx.transpose(1, 2)).contiguous();                  // [Bt, n, n]
+        at::Tensor M = at::bmm(Zg, zx.transpose(1, 2)).contiguous();                 // [Bt, n, n]
         dk_weights<T>(M.mutable_data_ptr<T>(), nullptr, lp, thp, per_graph, Bt, n, K, basis);
-        gL = at::bmm(at::bmm(U, M), Ut);
+        gL = at::bmm(at::bmm(U, M), U.transpose(1, 2));
       }
     }
   });
