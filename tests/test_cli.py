@@ -119,3 +119,31 @@ def test_fashion_mnist_demo_quality(tmp_path):
     assert rc == 0
     d = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert d["hagcn"]["mAP@1000"] >= 0.72 and d["hagcn"]["mAP@1000"] > d["lsh"]["mAP@1000"]
+
+
+def test_cli_resume_after_kill_matches_uninterrupted(tmp_path, split_npz):
+    import signal
+    import time
+
+    import torch
+
+    args = ["train", "--data", str(split_npz), "--bits", "16", "--epochs", "20", "--batch-size", "32",
+            "--anchors", "16", "--filter", "spline", "--seed", "5", "--no-progress"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "deephash", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = torch.load(killed / "checkpoint.pt", weights_only=True)
+    if ckpt["epoch"] >= 20:
+        pytest.skip("the run finished before it could be killed")
+    assert not (killed / "metrics.json").exists()
+    assert main([*args, "--out", str(killed), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    a = json.loads((killed / "metrics.json").read_text())
+    b = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert a["loss_history"] == b["loss_history"]
+    assert a["mAP@all"] == b["mAP@all"] and a["P@r2"] == b["P@r2"]
