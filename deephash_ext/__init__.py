@@ -3,6 +3,8 @@
 Importing this package loads the compiled extension (which registers the kernels with the
 dispatcher) and the fake kernels / autograd formulas in :mod:`deephash_ext.ops`.
 """
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
 from . import _C  # noqa: F401  (registers the ops)
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from .ops import (
