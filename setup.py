@@ -27,7 +27,11 @@ def _extension():
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     cuda_sources = rel("csrc/cuda/*.cu")
     march = os.environ.get("DEEPHASH_CPU_ARCH", "native")
-    cxx = ["-O3", "-g0", "-std=c++20", f"-march={march}", "-fvisibility=hidden"]
+    # -fopenmp: at::parallel_for is a header template whose OpenMP pragmas compile into this library;
+    # without the flag every CPU kernel silently runs on one thread. The runtime resolves to the
+    # libgomp.so.1 that torch has already loaded, so torch.set_num_threads governs our kernels too.
+    cxx = ["-O3", "-g0", "-std=c++20", f"-march={march}", "-fvisibility=hidden", "-fopenmp"]
+    link = ["-fopenmp"]
     macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     if _use_cuda() and cuda_sources:
@@ -39,6 +43,7 @@ def _extension():
             include_dirs=include_dirs,
             define_macros=macros,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=link,
         )
     return CppExtension(
         "deephash_ext._C",
@@ -46,6 +51,7 @@ def _extension():
         include_dirs=include_dirs,
         define_macros=macros,
         extra_compile_args={"cxx": cxx},
+        extra_link_args=link,
     )
 
 

@@ -316,3 +316,18 @@ def test_torch_compile_fullgraph(gen):
     compiled = torch.compile(search, fullgraph=True, backend="aot_eager")(x_q, x_db, lq, ldb)
     for a, b in zip(eager, compiled):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["ids", "bool"])
+def test_topk_map_average_large_tie_groups(kind, gen):
+    # 8-bit codes over 6000 rows: groups of hundreds of tied rows far down the ranking, which take the
+    # closed form (harmonic sums) rather than the per-row loop.
+    Q, N = 9, 6000
+    q, db = random_codes(Q, 8, gen, None), random_codes(N, 8, gen, None)
+    ql, dl = labels_for(kind, Q, 3, gen), labels_for(kind, N, 3, gen)
+    got = de.topk_map(q, db, ql, dl, 0, "average")
+    torch.testing.assert_close(got, ref.topk_map(q, db, ql, dl, 0, "average"), rtol=1e-12, atol=1e-12)
+    # All rows tied and all relevant: every precision is 1.
+    same = torch.zeros(N, 1, dtype=torch.uint8)
+    ones = torch.ones(N, dtype=torch.long)
+    assert de.topk_map(same[:1], same, ones[:1], ones, 0, "average").item() == pytest.approx(1.0, abs=1e-14)

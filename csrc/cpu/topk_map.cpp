@@ -1,10 +1,11 @@
 // topk_map on the CPU: per-query AP@k over Hamming ranking, without a Q x N matrix or an argsort.
 //
-// Pass 1 computes each row's distance and relevance and histograms both over 0..bits. For
-// ties="average" the histograms alone give the exact expected AP. For ties="index" the rank of
-// row r is start[d] + (rows of distance d before r), and the relevant rows ahead of it are
-// rel_start[d] + (relevant rows of distance d before r): pass 2 walks the rows in index order with
-// running per-distance counters, which is a counting sort without the sort.
+// One pass over the database per block of queries histograms each query's rows by (distance,
+// relevant). For ties="average" the histograms alone give the exact expected AP. For ties="index"
+// the rank of relevant row r is start[d] + (rows of distance d before r): the pass records, for
+// relevant rows only, the distance and the count of non-relevant rows of that distance seen so far
+// (the histogram bin before its increment); the relevant rows before r are counted when the records
+// are replayed in row order. A counting sort without the sort, and one pass instead of two.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -12,6 +13,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <array>
 #include <vector>
 
 #include "common/average_precision.h"
@@ -25,11 +28,11 @@ struct ClassIds {
   const int64_t* q;   // [Q]
   const int64_t* db;  // [N]
   struct Query {
-    const int64_t* db;
     int64_t label;
-    bool operator()(int64_t r) const { return db[r] == label; }
+    bool operator()(int64_t row_label) const { return row_label == label; }
   };
-  Query query(int64_t i) const { return {db, q[i]}; }
+  int64_t row(int64_t r) const { return db[r]; }
+  Query query(int64_t i) const { return {q[i]}; }
 };
 
 // Multi-hot labels as 64-bit masks: relevant = the masks share a bit.
@@ -38,16 +41,16 @@ struct MultiHot {
   const uint64_t* db;  // [N, W]
   int64_t W;
   struct Query {
-    const uint64_t* db;
     const uint64_t* q;
     int64_t W;
-    bool operator()(int64_t r) const {
+    bool operator()(const uint64_t* row_mask) const {
       uint64_t any = 0;
-      for (int64_t w = 0; w < W; ++w) any |= q[w] & db[r * W + w];
+      for (int64_t w = 0; w < W; ++w) any |= q[w] & row_mask[w];
       return any != 0;
     }
   };
-  Query query(int64_t i) const { return {db, q + i * W, W}; }
+  const uint64_t* row(int64_t r) const { return db + r * W; }
+  Query query(int64_t i) const { return {q + i * W, W}; }
 };
 
 at::Tensor label_masks(const at::Tensor& labels) {  // [rows, C] -> int64 [rows, ceil(C/64)]
@@ -63,66 +66,122 @@ at::Tensor label_masks(const at::Tensor& labels) {  // [rows, C] -> int64 [rows,
   return masks;
 }
 
-template <class Code, class Labels>
+constexpr int64_t kQueryBlock = 4;  // queries per database pass: each row's code and label load once
+constexpr int64_t kRowTile = 4096;   // rows between checks of the record buffers' room
+constexpr int kRecordShift = 40;     // record = distance << 40 | non-relevant rows of that distance before
+static_assert(kQueryBlock == 4, "map_queries spells out the block's four queries");
+
+// AP@k of one query under ties="index" from its histogram [bins][2] (non-relevant, relevant) and the
+// records of its relevant rows in row order.
+double index_ap(const int64_t* hist, int64_t bins, const uint64_t* rec, int64_t n_rec, int64_t kk,
+                std::vector<int64_t>& start, std::vector<int64_t>& rel_start, std::vector<int64_t>& rel_seen) {
+  int64_t acc = 0, rel_acc = 0;
+  uint64_t last = 0;  // rows beyond this distance all rank past k
+  for (int64_t d = 0; d < bins; ++d) {
+    start[d] = acc;
+    rel_start[d] = rel_acc;
+    rel_seen[d] = 0;
+    if (acc < kk) last = static_cast<uint64_t>(d);
+    acc += hist[2 * d] + hist[2 * d + 1];
+    rel_acc += hist[2 * d + 1];
+  }
+  double ap = 0.0;
+  int64_t hits = 0;
+  constexpr uint64_t kMask = (uint64_t{1} << kRecordShift) - 1;
+  for (int64_t j = 0; j < n_rec; ++j) {
+    const uint64_t d = rec[j] >> kRecordShift;
+    if (d > last) continue;
+    const int64_t before = rel_seen[d]++;  // relevant rows of distance d ahead of this one
+    const int64_t pos = start[d] + static_cast<int64_t>(rec[j] & kMask) + before;  // 0-based rank
+    if (pos < kk) {
+      ap += static_cast<double>(rel_start[d] + before + 1) / static_cast<double>(pos + 1);
+      ++hits;
+    }
+  }
+  return hits > 0 ? ap / static_cast<double>(hits) : 0.0;
+}
+
+double average_ap(const int64_t* hist, int64_t bins) {
+  double ap = 0.0;
+  int64_t n_before = 0, r_before = 0;
+  for (int64_t d = 0; d < bins; ++d) {
+    const int64_t rel = hist[2 * d + 1], all = hist[2 * d] + rel;
+    ap += tied_group_precision_sum(all, rel, n_before, r_before);
+    n_before += all;
+    r_before += rel;
+  }
+  return r_before > 0 ? ap / static_cast<double>(r_before) : 0.0;
+}
+
+template <bool kIndexTies, class Code, class Labels>
 void map_queries(const uint8_t* q,   // [Q, B]
                  const uint8_t* db,  // [N, B]
-                 const Labels& labels, int64_t Q, int64_t N, int64_t B, int64_t kk, Ties ties,
+                 const Labels& labels, int64_t Q, int64_t N, int64_t B, int64_t kk,
                  double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
-  at::parallel_for(0, Q, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<uint32_t> key(N);  // distance << 1 | relevant
-    std::vector<int64_t> hist(2 * bins);  // [distance << 1 | relevant]: one increment per row
-    std::vector<int64_t> all(bins), rel(bins), start(bins), rel_start(bins);
-    for (int64_t i = i0; i < i1; ++i) {
-      const Code code(q + i * B, B);
-      const auto relevant = labels.query(i);
-      std::fill(hist.begin(), hist.end(), 0);
-      for (int64_t r = 0; r < N; ++r) {
-        const uint32_t d = code.distance(db + r * B);
-        const uint32_t y = relevant(r);
-        key[r] = d << 1 | y;
-        ++hist[d << 1 | y];
-      }
-      for (int64_t d = 0; d < bins; ++d) {
-        rel[d] = hist[2 * d + 1];
-        all[d] = hist[2 * d] + rel[d];
-      }
-      double ap = 0.0;
-      if (ties == Ties::kAverage) {
-        int64_t n_before = 0, r_before = 0;
-        for (int64_t d = 0; d < bins; ++d) {
-          ap += tied_group_precision_sum(all[d], rel[d], n_before, r_before);
-          n_before += all[d];
-          r_before += rel[d];
+  const int64_t stride = Code::stride(B);
+  const int64_t blocks = (Q + kQueryBlock - 1) / kQueryBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<int64_t> hist_all(kQueryBlock * 2 * bins);  // [QB][bins][2]: (non-relevant, relevant)
+    std::vector<std::vector<uint64_t>> rec(kIndexTies ? kQueryBlock : 0);
+    std::vector<int64_t> start(bins), rel_start(bins), rel_seen(bins);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * kQueryBlock, nq = std::min(kQueryBlock, Q - i0);
+      // A short last block repeats its last query, so the row loop has no tail case.
+      auto qi = [&](int64_t j) { return i0 + std::min(j, nq - 1); };
+      // Local copies: the histogram stores would otherwise force reloads of the query words.
+      const std::array<Code, kQueryBlock> code{Code(q + qi(0) * B, B), Code(q + qi(1) * B, B),
+                                               Code(q + qi(2) * B, B), Code(q + qi(3) * B, B)};
+      const std::array<typename Labels::Query, kQueryBlock> relevant{
+          labels.query(qi(0)), labels.query(qi(1)), labels.query(qi(2)), labels.query(qi(3))};
+      std::fill(hist_all.begin(), hist_all.end(), 0);
+      int64_t* hist = hist_all.data();
+      std::array<int64_t, kQueryBlock> n_rec{};
+      for (int64_t t0 = 0; t0 < N; t0 += kRowTile) {
+        const int64_t t1 = std::min(N, t0 + kRowTile);
+        std::array<uint64_t*, kQueryBlock> recp{};
+        if constexpr (kIndexTies) {
+          // Every row writes a record slot and keeps it only when relevant (n_rec += y): relevance
+          // is a coin flip to the branch predictor. So each buffer needs a tile of room.
+          for (int64_t j = 0; j < kQueryBlock; ++j) {
+            if (static_cast<int64_t>(rec[j].size()) < n_rec[j] + (t1 - t0)) rec[j].resize(2 * (n_rec[j] + (t1 - t0)));
+            recp[j] = rec[j].data();
+          }
         }
-        out[i] = r_before > 0 ? ap / static_cast<double>(r_before) : 0.0;
-        continue;
-      }
-      int64_t acc = 0, rel_acc = 0;
-      uint32_t last = 0;  // rows beyond this distance all rank past k
-      for (int64_t d = 0; d < bins; ++d) {
-        start[d] = acc;
-        rel_start[d] = rel_acc;
-        if (acc < kk) last = static_cast<uint32_t>(d);
-        acc += all[d];
-        rel_acc += rel[d];
-      }
-      int64_t hits = 0;
-      for (int64_t r = 0; r < N; ++r) {
-        const uint32_t d = key[r] >> 1;
-        if (d > last) continue;
-        const int64_t pos = start[d]++;  // 0-based rank of row r
-        if (key[r] & 1) {
-          const int64_t ahead = rel_start[d]++;  // relevant rows ranked before r
-          if (pos < kk) {
-            ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
-            ++hits;
+        const uint8_t* p = db + t0 * stride;
+        for (int64_t r = t0; r < t1; ++r, p += stride) {
+          const auto row_label = labels.row(r);
+#pragma GCC unroll 4
+          for (int64_t j = 0; j < kQueryBlock; ++j) {
+            const uint64_t d = static_cast<uint64_t>(code[j].distance(p));
+            const int64_t y = relevant[j](row_label);
+            int64_t* h = hist + (j * bins + static_cast<int64_t>(d)) * 2;
+            if constexpr (kIndexTies) {
+              recp[j][n_rec[j]] = d << kRecordShift | static_cast<uint64_t>(h[0]);
+              n_rec[j] += y;
+            }
+            h[y] += 1;
           }
         }
       }
-      out[i] = hits > 0 ? ap / static_cast<double>(hits) : 0.0;
+      for (int64_t j = 0; j < nq; ++j) {
+        const int64_t* h = hist + j * bins * 2;
+        if constexpr (kIndexTies)
+          out[i0 + j] = index_ap(h, bins, rec[j].data(), n_rec[j], kk, start, rel_start, rel_seen);
+        else
+          out[i0 + j] = average_ap(h, bins);
+      }
     }
   });
+}
+
+template <class Code, class Labels>
+void map_queries(const uint8_t* q, const uint8_t* db, const Labels& labels, int64_t Q, int64_t N, int64_t B,
+                 int64_t kk, Ties ties, double* out) {
+  if (ties == Ties::kIndex)
+    map_queries<true, Code>(q, db, labels, Q, N, B, kk, out);
+  else
+    map_queries<false, Code>(q, db, labels, Q, N, B, kk, out);
 }
 
 at::Tensor topk_map_cpu(const at::Tensor& q, const at::Tensor& db, const at::Tensor& q_labels,

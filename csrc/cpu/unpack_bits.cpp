@@ -4,8 +4,25 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <array>
+#include <cstring>
+
 namespace deephash {
 namespace {
+
+// Byte value -> its 8 bits as 8 bytes (little bit order), so a whole byte unpacks with one 8-byte store
+// instead of eight shift-and-mask steps.
+constexpr std::array<uint64_t, 256> make_spread_table() {
+  std::array<uint64_t, 256> t{};
+  for (int v = 0; v < 256; ++v) {
+    uint64_t w = 0;
+    for (int b = 0; b < 8; ++b) w |= static_cast<uint64_t>((v >> b) & 1) << (8 * b);
+    t[v] = w;
+  }
+  return t;
+}
+constexpr std::array<uint64_t, 256> kSpread = make_spread_table();
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "kSpread stores bit b in byte b of a little-endian word");
 
 at::Tensor unpack_bits_cpu(const at::Tensor& packed, int64_t bits) {
   TORCH_CHECK(packed.scalar_type() == at::kByte, "unpack_bits: packed must be uint8, got ", packed.scalar_type());
@@ -26,7 +43,9 @@ at::Tensor unpack_bits_cpu(const at::Tensor& packed, int64_t bits) {
     for (int64_t r = begin; r < end; ++r) {
       const uint8_t* pr = p + r * bytes;
       uint8_t* orow = o + r * bits;
-      for (int64_t j = 0; j < bits; ++j) orow[j] = (pr[j >> 3] >> (j & 7)) & 1;
+      const int64_t full = bits >> 3;
+      for (int64_t j = 0; j < full; ++j) std::memcpy(orow + 8 * j, &kSpread[pr[j]], 8);
+      for (int64_t j = 8 * full; j < bits; ++j) orow[j] = (pr[j >> 3] >> (j & 7)) & 1;
     }
   });
   return out;
