@@ -14,6 +14,16 @@ bool cuda_compiled() {
 #endif
 }
 
+// Whether at::parallel_for's OpenMP pragmas were compiled in: without them every CPU kernel
+// runs on one thread, whatever torch.set_num_threads says.
+bool openmp_compiled() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
 // The widest popcount/vector level the CPU kernels were compiled for (-march decides).
 std::string simd_level() {
 #if defined(__AVX512VPOPCNTDQ__)
@@ -36,5 +46,6 @@ std::string simd_level() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "deephash_ext kernels; importing this module registers torch.ops.deephash_ext.*";
   m.def("cuda_compiled", &cuda_compiled, "True if the CUDA kernels were compiled into this build.");
+  m.def("openmp_compiled", &openmp_compiled, "True if the CPU kernels share work over torch's OpenMP threads.");
   m.def("simd_level", &simd_level, "Instruction-set level the CPU kernels were compiled for.");
 }

@@ -20,6 +20,7 @@ from .ops import (
 
 cuda_compiled = _C.cuda_compiled
 simd_level = _C.simd_level
+openmp_compiled = _C.openmp_compiled
 
 __all__ = [
     "pack_bits",
@@ -32,4 +33,5 @@ __all__ = [
     "spectral_filter",
     "cuda_compiled",
     "simd_level",
+    "openmp_compiled",
 ]
