@@ -331,3 +331,15 @@ def test_topk_map_average_large_tie_groups(kind, gen):
     same = torch.zeros(N, 1, dtype=torch.uint8)
     ones = torch.ones(N, dtype=torch.long)
     assert de.topk_map(same[:1], same, ones[:1], ones, 0, "average").item() == pytest.approx(1.0, abs=1e-14)
+
+
+@pytest.mark.parametrize("bits,distinct", [(8, None), (64, 6), (64, None)])
+def test_topk_map_small_k_scan(bits, distinct, gen):
+    # k <= N/32 takes the threshold scan; huge tied groups at the k-th distance make its buffer grow.
+    Q, N = 11, 9000
+    q, db = random_codes(Q, bits, gen, distinct), random_codes(N, bits, gen, distinct)
+    for kind in ("ids", "bool"):
+        ql, dl = labels_for(kind, Q, 4, gen), labels_for(kind, N, 4, gen)
+        for k in (1, 50, 281):
+            torch.testing.assert_close(de.topk_map(q, db, ql, dl, k, "index"), ref.topk_map(q, db, ql, dl, k, "index"),
+                                       rtol=1e-12, atol=1e-12)
