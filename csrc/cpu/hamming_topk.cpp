@@ -120,17 +120,12 @@ void scan(const uint8_t* q,   // [Q, B]
       };
       const uint8_t* p = db + t0 * stride;
       int64_t r = t0;
-      // Four rows per step and one test of their minimum: past the first rows of a scan almost
-      // every group is rejected by that single branch.
-      for (; r + 4 <= t1; r += 4, p += 4 * stride) {
-        const int32_t d0 = code.distance(p), d1 = code.distance(p + stride);
-        const int32_t d2 = code.distance(p + 2 * stride), d3 = code.distance(p + 3 * stride);
-        if (__builtin_expect(std::min(std::min(d0, d1), std::min(d2, d3)) <= accept, 0)) {
-          take(d0, r);
-          take(d1, r + 1);
-          take(d2, r + 2);
-          take(d3, r + 3);
-        }
+      // Eight rows per step and one test of their minimum: past the first rows of a scan almost
+      // every step is rejected by that single branch.
+      for (; r + 8 <= t1; r += 8, p += 8 * stride) {
+        int32_t d[8];
+        if (__builtin_expect(code.within8(p, accept, d), 0))
+          for (int u = 0; u < 8; ++u) take(d[u], r + u);
       }
       for (; r < t1; ++r, p += stride) take(code.distance(p), r);
       c.accept = accept;
