@@ -19,8 +19,6 @@ namespace deephash {
 
 inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
 
-// A limit no distance exceeds: within8 with it always writes the distances.
-constexpr int32_t kNoLimit = 1 << 30;
 
 // Word i of a code of `bytes` bytes; the bytes past the end read as zero.
 inline uint64_t load_word(const uint8_t* p, int64_t i, int64_t bytes) {
@@ -28,6 +26,18 @@ inline uint64_t load_word(const uint8_t* p, int64_t i, int64_t bytes) {
   const int64_t n = std::min<int64_t>(8, bytes - 8 * i);
   std::memcpy(&v, p + 8 * i, static_cast<size_t>(n));
   return v;
+}
+
+// Distances from code to the 8 rows of `stride` bytes at `rows`; true if one is <= limit.
+template <class Code>
+inline bool within8_scalar(const Code& code, const uint8_t* rows, int64_t stride, int32_t limit, int32_t* d) {
+  int32_t m = code.distance(rows);
+  d[0] = m;
+  for (int u = 1; u < 8; ++u) {
+    d[u] = code.distance(rows + u * stride);
+    m = std::min(m, d[u]);
+  }
+  return m <= limit;
 }
 
 template <int Bytes>
@@ -52,16 +62,8 @@ struct FixedCode {
 #if defined(__AVX2__)
     if constexpr (Bytes == 8 || Bytes == 16) return within8_avx2(rows, limit, d);
 #endif
-    int32_t m = distance(rows);
-    d[0] = m;
-    for (int u = 1; u < 8; ++u) {
-      d[u] = distance(rows + u * Bytes);
-      m = std::min(m, d[u]);
-    }
-    return m <= limit;
+    return within8_scalar(*this, rows, Bytes, limit, d);
   }
-
-  inline void distances8(const uint8_t* rows, int32_t* d) const { within8(rows, kNoLimit, d); }
 
 #if defined(__AVX2__)
   // Popcount of each byte by a nibble table (vpshufb), summed per 64-bit lane by vpsadbw: on the
@@ -133,15 +135,8 @@ struct AnyCode {
     return d;
   }
   inline bool within8(const uint8_t* rows, int32_t limit, int32_t* d) const {
-    int32_t m = distance(rows);
-    d[0] = m;
-    for (int u = 1; u < 8; ++u) {
-      d[u] = distance(rows + u * bytes);
-      m = std::min(m, d[u]);
-    }
-    return m <= limit;
+    return within8_scalar(*this, rows, bytes, limit, d);
   }
-  inline void distances8(const uint8_t* rows, int32_t* d) const { within8(rows, kNoLimit, d); }
 };
 
 // Calls f(Code{}) with the code type specialised for `bytes` (4, 8, 16, 32, 64) or AnyCode.
