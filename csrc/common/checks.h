@@ -68,12 +68,45 @@ inline bool check_labels(const at::Tensor& q_labels, const at::Tensor& db_labels
 }
 
 // k of topk_map: k <= 0 or k >= N means the full ranking; ties="average" is defined only there.
+// pack_bits: x [..., bits], any real or bool dtype.
+inline void check_pack_bits_input(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() >= 1, "pack_bits: x must have at least one dimension (the bits), got a scalar");
+  TORCH_CHECK(!x.is_complex(), "pack_bits: x must be real or bool, got ", x.scalar_type());
+}
+
+// unpack_bits: packed uint8 [..., B], 0 <= bits <= 8 B.
+inline void check_unpack_bits_input(const at::Tensor& packed, int64_t bits) {
+  TORCH_CHECK(packed.scalar_type() == at::kByte, "unpack_bits: packed must be uint8, got ", packed.scalar_type());
+  TORCH_CHECK(packed.dim() >= 1, "unpack_bits: packed must have at least one dimension (the bytes)");
+  const int64_t bytes = packed.size(-1);
+  TORCH_CHECK(bits >= 0, "unpack_bits: bits must be >= 0, got ", bits);
+  TORCH_CHECK(bits <= 8 * bytes, "unpack_bits: asked for ", bits, " bits but the codes hold only ", 8 * bytes,
+              " (", bytes, " bytes)");
+}
+
 inline int64_t effective_map_k(int64_t k, int64_t N, Ties ties) {
   const bool full = k <= 0 || k >= N;
   TORCH_CHECK(full || ties == Ties::kIndex,
               "ties=\"average\" is defined over the full ranking only: pass k <= 0 (or k >= N), got k=", k,
               " with N=", N);
   return full ? N : k;
+}
+
+// Everything topk_map checks before any kernel, on every backend.
+struct MapArgs {
+  Ties ties;
+  bool multi_hot;
+  int64_t kk;  // the effective cut-off: N for the full ranking
+};
+
+inline MapArgs check_topk_map_inputs(const at::Tensor& q, const at::Tensor& db, const at::Tensor& q_labels,
+                                     const at::Tensor& db_labels, int64_t k, std::string_view ties_name) {
+  check_code_pair(q, db);
+  const Ties ties = parse_ties(ties_name);
+  const bool multi_hot = check_labels(q_labels, db_labels, q.size(0), db.size(0));
+  check_device(q_labels, "q_labels", q);
+  check_device(db_labels, "db_labels", q);
+  return {ties, multi_hot, effective_map_k(k, db.size(0), ties)};
 }
 
 }  // namespace deephash

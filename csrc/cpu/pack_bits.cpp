@@ -5,6 +5,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common/checks.h"
+
 namespace deephash {
 namespace {
 
@@ -27,8 +29,7 @@ void pack_rows(const scalar_t* x,  // [rows, bits]
 }
 
 at::Tensor pack_bits_cpu(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() >= 1, "pack_bits: x must have at least one dimension (the bits), got a scalar");
-  TORCH_CHECK(!x.is_complex(), "pack_bits: x must be real or bool, got ", x.scalar_type());
+  check_pack_bits_input(x);
   const int64_t bits = x.size(-1);
   const int64_t bytes = (bits + 7) / 8;
   auto sizes = x.sizes().vec();

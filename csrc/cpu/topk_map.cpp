@@ -130,7 +130,7 @@ void map_queries(const uint8_t* q,   // [Q, B]
     std::vector<int64_t> hist_all(kQueryBlock * 2 * bins);  // [QB][bins][2]: (non-relevant, relevant)
     constexpr bool kRecords = kPass == Pass::kIndexRecords;
     std::vector<std::vector<uint64_t>> rec(kRecords ? kQueryBlock : 0);
-    std::vector<int64_t> start(kQueryBlock * bins), rel_start(kQueryBlock * bins), rel_seen(bins);
+    std::vector<int64_t> start(bins), rel_start(bins), rel_seen(bins);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kQueryBlock, nq = std::min(kQueryBlock, Q - i0);
       // A short last block repeats its last query, so the row loop has no tail case.
@@ -370,13 +370,8 @@ void map_queries(const uint8_t* q, const uint8_t* db, const Labels& labels, int6
 
 at::Tensor topk_map_cpu(const at::Tensor& q, const at::Tensor& db, const at::Tensor& q_labels,
                         const at::Tensor& db_labels, int64_t k, c10::string_view ties_name) {
-  check_code_pair(q, db);
-  const Ties ties = parse_ties(ties_name);
+  const auto [ties, multi_hot, kk] = check_topk_map_inputs(q, db, q_labels, db_labels, k, ties_name);
   const int64_t Q = q.size(0), N = db.size(0), B = q.size(1);
-  const bool multi_hot = check_labels(q_labels, db_labels, Q, N);
-  check_device(q_labels, "q_labels", q);
-  check_device(db_labels, "db_labels", q);
-  const int64_t kk = effective_map_k(k, N, ties);
   at::Tensor out = at::zeros({Q}, q.options().dtype(at::kDouble));
   if (Q == 0 || N == 0) return out;
 

@@ -4,6 +4,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common/checks.h"
+
 #include <array>
 #include <cstring>
 
@@ -25,12 +27,8 @@ constexpr std::array<uint64_t, 256> kSpread = make_spread_table();
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "kSpread stores bit b in byte b of a little-endian word");
 
 at::Tensor unpack_bits_cpu(const at::Tensor& packed, int64_t bits) {
-  TORCH_CHECK(packed.scalar_type() == at::kByte, "unpack_bits: packed must be uint8, got ", packed.scalar_type());
-  TORCH_CHECK(packed.dim() >= 1, "unpack_bits: packed must have at least one dimension (the bytes)");
+  check_unpack_bits_input(packed, bits);
   const int64_t bytes = packed.size(-1);
-  TORCH_CHECK(bits >= 0, "unpack_bits: bits must be >= 0, got ", bits);
-  TORCH_CHECK(bits <= 8 * bytes, "unpack_bits: asked for ", bits, " bits but the codes hold only ", 8 * bytes,
-              " (", bytes, " bytes)");
   auto sizes = packed.sizes().vec();
   sizes.back() = bits;
   at::Tensor out = at::empty(sizes, packed.options());

@@ -3,47 +3,42 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <type_traits>
 #include <torch/library.h>
+
+#include "common/checks.h"
 
 #include "common/codes_cuda.cuh"
 
 namespace deephash {
 namespace {
 
+// Half and bfloat16 compare through float; every other dtype compares in its own type, as on the CPU.
 template <typename scalar_t>
 __global__ void pack_bits_kernel(const scalar_t* __restrict__ x,  // [rows, bits]
                                  uint8_t* __restrict__ out,       // [rows, bytes]
                                  int64_t rows, int64_t bits, int64_t bytes) {
+  constexpr bool kViaFloat = std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * bytes;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / bytes, byte = i % bytes;
     const scalar_t* xr = x + r * bits;
     const int64_t lo = byte * 8, hi = lo + 8 < bits ? lo + 8 : bits;
     uint8_t v = 0;
-    for (int64_t j = lo; j < hi; ++j) v |= static_cast<uint8_t>(static_cast<float>(xr[j]) > 0.f) << (j - lo);
-    out[i] = v;
-  }
-}
-
-// Integer and bool inputs compare exactly, not through float.
-template <typename scalar_t>
-__global__ void pack_bits_exact_kernel(const scalar_t* __restrict__ x,  // [rows, bits]
-                                       uint8_t* __restrict__ out,       // [rows, bytes]
-                                       int64_t rows, int64_t bits, int64_t bytes) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * bytes;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / bytes, byte = i % bytes;
-    const scalar_t* xr = x + r * bits;
-    const int64_t lo = byte * 8, hi = lo + 8 < bits ? lo + 8 : bits;
-    uint8_t v = 0;
-    for (int64_t j = lo; j < hi; ++j) v |= static_cast<uint8_t>(xr[j] > scalar_t(0)) << (j - lo);
+    for (int64_t j = lo; j < hi; ++j) {
+      bool positive;
+      if constexpr (kViaFloat)
+        positive = static_cast<float>(xr[j]) > 0.f;
+      else
+        positive = xr[j] > scalar_t(0);
+      v |= static_cast<uint8_t>(positive) << (j - lo);
+    }
     out[i] = v;
   }
 }
 
 at::Tensor pack_bits_cuda(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() >= 1, "pack_bits: x must have at least one dimension (the bits), got a scalar");
-  TORCH_CHECK(!x.is_complex(), "pack_bits: x must be real or bool, got ", x.scalar_type());
+  check_pack_bits_input(x);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t bits = x.size(-1), bytes = (bits + 7) / 8;
   auto sizes = x.sizes().vec();
@@ -54,17 +49,10 @@ at::Tensor pack_bits_cuda(const at::Tensor& x) {
   const at::Tensor xc = x.contiguous();
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const unsigned blocks = blocks_for(rows * bytes, 256);
-  if (at::isFloatingType(xc.scalar_type())) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xc.scalar_type(), "pack_bits_cuda", [&] {
-      pack_bits_kernel<scalar_t><<<blocks, 256, 0, stream>>>(xc.const_data_ptr<scalar_t>(),
-                                                              out.mutable_data_ptr<uint8_t>(), rows, bits, bytes);
-    });
-  } else {
-    AT_DISPATCH_INTEGRAL_TYPES_AND(at::kBool, xc.scalar_type(), "pack_bits_cuda", [&] {
-      pack_bits_exact_kernel<scalar_t><<<blocks, 256, 0, stream>>>(
-          xc.const_data_ptr<scalar_t>(), out.mutable_data_ptr<uint8_t>(), rows, bits, bytes);
-    });
-  }
+  AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, xc.scalar_type(), "pack_bits_cuda", [&] {
+    pack_bits_kernel<scalar_t><<<blocks, 256, 0, stream>>>(xc.const_data_ptr<scalar_t>(),
+                                                            out.mutable_data_ptr<uint8_t>(), rows, bits, bytes);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }

@@ -260,13 +260,8 @@ void map_batch(const uint8_t* qp, const uint8_t* dp, const Rel& relevant, int64_
 
 at::Tensor topk_map_cuda(const at::Tensor& q, const at::Tensor& db, const at::Tensor& q_labels,
                          const at::Tensor& db_labels, int64_t k, c10::string_view ties_name) {
-  check_code_pair(q, db);
-  const Ties ties = parse_ties(ties_name);
+  const auto [ties, multi_hot, kk] = check_topk_map_inputs(q, db, q_labels, db_labels, k, ties_name);
   const int64_t Q = q.size(0), N = db.size(0), B = q.size(1);
-  const bool multi_hot = check_labels(q_labels, db_labels, Q, N);
-  check_device(q_labels, "q_labels", q);
-  check_device(db_labels, "db_labels", q);
-  const int64_t kk = effective_map_k(k, N, ties);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::zeros({Q}, q.options().dtype(at::kDouble));
   if (Q == 0 || N == 0) return out;

@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "common/checks.h"
+
 #include "common/codes_cuda.cuh"
 
 namespace deephash {
@@ -20,12 +22,8 @@ __global__ void unpack_bits_kernel(const uint8_t* __restrict__ packed,  // [rows
 }
 
 at::Tensor unpack_bits_cuda(const at::Tensor& packed, int64_t bits) {
-  TORCH_CHECK(packed.scalar_type() == at::kByte, "unpack_bits: packed must be uint8, got ", packed.scalar_type());
-  TORCH_CHECK(packed.dim() >= 1, "unpack_bits: packed must have at least one dimension (the bytes)");
+  check_unpack_bits_input(packed, bits);
   const int64_t bytes = packed.size(-1);
-  TORCH_CHECK(bits >= 0, "unpack_bits: bits must be >= 0, got ", bits);
-  TORCH_CHECK(bits <= 8 * bytes, "unpack_bits: asked for ", bits, " bits but the codes hold only ", 8 * bytes,
-              " (", bytes, " bytes)");
   const c10::cuda::CUDAGuard guard(packed.device());
   auto sizes = packed.sizes().vec();
   sizes.back() = bits;

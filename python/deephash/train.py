@@ -115,14 +115,22 @@ def save_model(model: HAGCN, path) -> None:
     torch.save({"format": "deephash.HAGCN", "config": model.config, "state_dict": model.state_dict()}, path)
 
 
-def load_model(path) -> HAGCN:
+def read_model_file(path) -> tuple[Path, object]:
+    """``RUN`` or ``RUN/model.pt`` read once: (the file's path, what it holds)."""
     p = Path(path)
     if p.is_dir():
         p = p / "model.pt"
     try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
+        return p, torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{p}: cannot read a deephash model ({e})") from e
+
+
+def load_model(path) -> HAGCN:
+    return hagcn_from_saved(*read_model_file(path))
+
+
+def hagcn_from_saved(p: Path, blob) -> HAGCN:
     if not isinstance(blob, dict) or blob.get("format") != "deephash.HAGCN":
         raise ValueError(f"{p}: not a deephash HAGCN model file")
     model = HAGCN.from_config(blob["config"])

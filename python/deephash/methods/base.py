@@ -82,7 +82,11 @@ class HashMethod:
 
     @classmethod
     def load(cls, path) -> "HashMethod":
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return cls.from_saved(torch.load(path, map_location="cpu", weights_only=True), path)
+
+    @classmethod
+    def from_saved(cls, blob: dict, path) -> "HashMethod":
+        """The method in a dict written by :meth:`save` and already read from ``path``."""
         if cls.name != "base" and blob.get("method") != cls.name:
             raise ValueError(f"{path}: holds a {blob.get('method')!r} model, not {cls.name!r}")
         klass = cls

@@ -53,15 +53,9 @@ def train_and_evaluate(split: Split, name: str, bits: int, run_dir, *, seed: int
 
 def load_model(path):
     """A trained model from ``RUN`` or ``RUN/model.pt``: a :class:`HashMethod` or a HAGCN model."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.pt"
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{p}: cannot read a deephash model ({e})") from e
-    if isinstance(blob, dict) and "method" in blob:
-        return HashMethod.load(p)
-    from ..train import load_model as load_hagcn
+    from ..train import hagcn_from_saved, read_model_file
 
-    return load_hagcn(p)
+    p, blob = read_model_file(path)
+    if isinstance(blob, dict) and "method" in blob:
+        return HashMethod.from_saved(blob, p)
+    return hagcn_from_saved(p, blob)
