@@ -324,16 +324,15 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
         c.trim(kk);  // now accept is the distance of the k-th ranked row
         const auto relevant = labels.query(i);
         rel.resize(c.size);
-        std::fill(start.begin(), start.end(), 0);
         std::fill(rel_start.begin(), rel_start.end(), 0);
         for (int64_t j = 0; j < c.size; ++j) {
           rel[j] = relevant(labels.row(c.row[j]));
-          ++start[c.dist[j]];
           rel_start[c.dist[j]] += rel[j];
         }
+        // The trim's histogram counts every kept distance exactly (bins past accept are unused).
         int64_t acc = 0, rel_acc = 0;
-        for (int64_t d = 0; d < bins; ++d) {
-          const int64_t all_d = start[d], rel_d = rel_start[d];
+        for (int64_t d = 0; d <= c.accept; ++d) {
+          const int64_t all_d = c.hist[d], rel_d = rel_start[d];
           start[d] = acc;
           rel_start[d] = rel_acc;
           acc += all_d;
