@@ -122,11 +122,13 @@ def test_hamming_topk_matches_reference(bits, distinct, gen):
 
 def test_hamming_topk_trims_and_ties_across_long_scans(gen):
     # Long scans force many trims of the candidate buffer; 4 distinct codes make every trim cut
-    # through a tie, which must keep the lowest rows.
-    for distinct in (None, 4, 1):
-        q, db = random_codes(20, 64, gen, distinct), random_codes(20_000, 64, gen, distinct)
-        for k in (1, 7, 300):
-            check_topk(q, db, k)
+    # through a tie, which must keep the lowest rows. 64 and 128 bits take the AVX2 scan, which tests
+    # 20 rows at a time: 20,013 rows leave a tail of 13 to the row-by-row loop.
+    for bits in (64, 128):
+        for distinct in (None, 4, 1):
+            q, db = random_codes(20, bits, gen, distinct), random_codes(20_013, bits, gen, distinct)
+            for k in (1, 7, 300):
+                check_topk(q, db, k)
 
 
 def test_hamming_topk_few_queries_split_database(gen):

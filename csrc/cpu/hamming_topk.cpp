@@ -86,7 +86,9 @@ void scan(const uint8_t* q,   // [Q, B]
           const uint8_t* db,  // [N, B]
           int64_t B, int64_t q0, int64_t q1, int64_t r0, int64_t r1, int64_t k, int64_t cap,
           std::vector<Candidates>& cand) {
-  const int64_t tile = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(B, 1));
+  // Whole test groups per tile, so that only a scan's last rows take the row-by-row loop.
+  constexpr int64_t kStep = Code::kRowsPerTest;
+  const int64_t tile = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(B, 1)) / kStep * kStep;
   const auto max_dist = static_cast<int32_t>(8 * B);
   std::vector<Code> codes;
   codes.reserve(q1 - q0);
@@ -120,12 +122,19 @@ void scan(const uint8_t* q,   // [Q, B]
       };
       const uint8_t* p = db + t0 * stride;
       int64_t r = t0;
-      // Eight rows per step and one test of their minimum: past the first rows of a scan almost
-      // every step is rejected by that single branch.
-      for (; r + 8 <= t1; r += 8, p += 8 * stride) {
-        int32_t d[8];
-        if (__builtin_expect(code.within8(p, accept, d), 0))
-          for (int u = 0; u < 8; ++u) take(d[u], r + u);
+      // A group of rows per step (8, or 20 for the AVX2 widths) and one test of their minimum:
+      // past the first rows of a scan almost every step is rejected by that single branch.
+      for (; r + kStep <= t1; r += kStep, p += kStep * stride) {
+        int32_t d[kStep];
+        if (__builtin_expect(code.within(p, accept, d), 0)) {
+          // Groups pass k ln(N / k) times per scan, mostly for one row: visit only the rows that pass.
+          uint32_t pass = 0;
+          for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(d[u] <= accept) << u;
+          for (; pass; pass &= pass - 1) {
+            const int u = __builtin_ctz(pass);
+            take(d[u], r + u);
+          }
+        }
       }
       for (; r < t1; ++r, p += stride) take(code.distance(p), r);
       c.accept = accept;
