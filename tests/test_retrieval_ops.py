@@ -335,13 +335,32 @@ def test_topk_map_average_large_tie_groups(kind, gen):
     assert de.topk_map(same[:1], same, ones[:1], ones, 0, "average").item() == pytest.approx(1.0, abs=1e-14)
 
 
-@pytest.mark.parametrize("bits,distinct", [(8, None), (64, 6), (64, None)])
+@pytest.mark.parametrize("bits,distinct", [(8, None), (32, None), (64, 6), (64, None), (128, None), (128, 9)])
 def test_topk_map_small_k_scan(bits, distinct, gen):
-    # k <= N/32 takes the threshold scan; huge tied groups at the k-th distance make its buffer grow.
-    Q, N = 11, 9000
+    # k <= N/256 takes the threshold scan: dense at first, then tests of 8 or 20 rows at a time (a
+    # tail of 7 rows is left at the end), its threshold lowered as rows arrive; huge tied groups at
+    # the k-th distance make its buffer grow.
+    Q, N = 11, 12_007
     q, db = random_codes(Q, bits, gen, distinct), random_codes(N, bits, gen, distinct)
     for kind in ("ids", "bool"):
         ql, dl = labels_for(kind, Q, 4, gen), labels_for(kind, N, 4, gen)
-        for k in (1, 50, 281):
+        for k in (1, 7, 46):
             torch.testing.assert_close(de.topk_map(q, db, ql, dl, k, "index"), ref.topk_map(q, db, ql, dl, k, "index"),
                                        rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bits", [64, 100])
+def test_topk_map_queries_grouped_by_class(bits, gen):
+    # Single-label queries run in blocks of four of one class where a class has four left, the rest
+    # in mixed blocks: classes of 1 to 9 queries in shuffled order must each get their own AP back.
+    sizes = [1, 2, 3, 4, 5, 8, 9, 6]
+    ql = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    ql = ql[torch.randperm(len(ql), generator=gen)]
+    N = 3000
+    q, db = random_codes(len(ql), bits, gen), random_codes(N, bits, gen)
+    dl = torch.randint(0, len(sizes), (N,), generator=gen)
+    for k in (0, 12, 500, N):
+        torch.testing.assert_close(de.topk_map(q, db, ql, dl, k, "index"), ref.topk_map(q, db, ql, dl, k, "index"),
+                                   rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(de.topk_map(q, db, ql, dl, 0, "average"), ref.topk_map(q, db, ql, dl, 0, "average"),
+                               rtol=1e-12, atol=1e-12)

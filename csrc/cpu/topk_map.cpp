@@ -1,13 +1,14 @@
 // topk_map on the CPU: per-query AP@k over Hamming ranking, without a Q x N matrix or an argsort.
 //
-// One pass over the database per block of queries histograms each query's rows by (distance,
-// relevant). For ties="average" the histograms alone give the exact expected AP. For ties="index"
+// One pass over the database per block of four queries histograms each query's rows by distance.
+// For ties="average" a histogram split by relevance gives the exact expected AP. For ties="index"
 // the rank of relevant row r is start[d] + (rows of distance d before r): the pass records, for
-// relevant rows only, the distance and the count of non-relevant rows of that distance seen so far
-// (the histogram bin before its increment); the relevant rows before r are counted when the records
-// are replayed in row order. A counting sort without the sort, and one pass instead of two.
-// With a small k (k <= N/32: mAP@1000 and the like) a hamming_topk-like scan replaces both: see
-// map_queries_small_k.
+// relevant rows only, the distance and that count (the histogram bin before its increment); the
+// relevant rows ahead of r are counted when the records are replayed in row order. A counting sort
+// without the sort, and one pass instead of two. Single-label queries go through the pass grouped
+// by class, so that a row's relevance is one compare for the block and its records advance together.
+// With a small k (k <= N/256: mAP@100 of 69k rows, mAP@1000 of a million) a hamming_topk-like scan
+// replaces both: see map_queries_small_k.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -17,6 +18,8 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/average_precision.h"
@@ -70,44 +73,88 @@ at::Tensor label_masks(const at::Tensor& labels) {  // [rows, C] -> int64 [rows,
 
 constexpr int64_t kQueryBlock = 4;  // queries per database pass: each row's code and label load once
 constexpr int64_t kRowTile = 4096;   // rows between checks of the record buffers' room
-constexpr int kRecordShift = 40;     // record = distance << 40 | non-relevant rows of that distance before
-static_assert(kQueryBlock == 4, "map_queries spells out the block's four queries");
+constexpr int kRecordShift = 40;     // record = distance << 40 | rows of that distance before it
 
-// AP@k of one query under ties="index" from its histogram [bins][2] (non-relevant, relevant) and the
-// records of its relevant rows in row order.
-double index_ap(const int64_t* hist, int64_t bins, const uint64_t* rec, int64_t n_rec, int64_t kk,
+template <class T, class F, size_t... I>
+std::array<T, sizeof...(I)> array_of(F&& f, std::index_sequence<I...>) {  // {f(0), f(1), ...}
+  return {f(I)...};
+}
+
+// The queries of one database pass. `shared`: all of them have the same class label, so a row's
+// relevance is one compare for the block, and the block's record buffers advance together.
+struct QueryBlock {
+  std::array<int64_t, kQueryBlock> query;  // a short block repeats its last query
+  int64_t n;                               // real queries
+  bool shared;
+};
+
+// Single-label queries are grouped by class into shared blocks; the rest (a class's last few, or
+// multi-hot labels) fill mixed blocks in index order.
+template <class Labels>
+std::vector<QueryBlock> make_blocks(const Labels& labels, int64_t Q) {
+  std::vector<QueryBlock> blocks;
+  std::vector<int64_t> rest;
+  auto add = [&](const int64_t* idx, int64_t n, bool shared) {
+    QueryBlock b{{}, n, shared};
+    for (int64_t j = 0; j < kQueryBlock; ++j) b.query[j] = idx[std::min(j, n - 1)];
+    blocks.push_back(b);
+  };
+  if constexpr (std::is_same_v<Labels, ClassIds>) {
+    std::vector<int64_t> order(Q);
+    for (int64_t i = 0; i < Q; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return labels.q[a] < labels.q[b]; });
+    for (int64_t s = 0; s < Q;) {
+      int64_t e = s;
+      while (e < Q && labels.q[order[e]] == labels.q[order[s]]) ++e;
+      for (; s + kQueryBlock <= e; s += kQueryBlock) add(&order[s], kQueryBlock, true);
+      for (; s < e; ++s) rest.push_back(order[s]);
+    }
+  } else {
+    for (int64_t i = 0; i < Q; ++i) rest.push_back(i);
+  }
+  for (size_t s = 0; s < rest.size(); s += kQueryBlock)
+    add(&rest[s], std::min<int64_t>(kQueryBlock, static_cast<int64_t>(rest.size() - s)), false);
+  return blocks;
+}
+
+// AP@k of one query under ties="index" from the counts of all its rows per distance (hist[d] =
+// d << kRecordShift | count) and the records of its relevant rows in row order. The per-distance counts of relevant rows come from the records.
+double index_ap(const uint64_t* hist, int64_t hist_stride, int64_t bins, const uint64_t* rec, int64_t rec_stride,
+                int64_t n_rec, int64_t kk,
                 std::vector<int64_t>& start, std::vector<int64_t>& rel_start, std::vector<int64_t>& rel_seen) {
+  constexpr uint64_t kMask = (uint64_t{1} << kRecordShift) - 1;
+  std::fill(rel_seen.begin(), rel_seen.end(), 0);
+  for (int64_t j = 0; j < n_rec; ++j) ++rel_seen[rec[j * rec_stride] >> kRecordShift];
   int64_t acc = 0, rel_acc = 0;
   uint64_t last = 0;  // rows beyond this distance all rank past k
   for (int64_t d = 0; d < bins; ++d) {
     start[d] = acc;
     rel_start[d] = rel_acc;
-    rel_seen[d] = 0;
     if (acc < kk) last = static_cast<uint64_t>(d);
-    acc += hist[2 * d] + hist[2 * d + 1];
-    rel_acc += hist[2 * d + 1];
+    acc += static_cast<int64_t>(hist[d * hist_stride] & kMask);
+    rel_acc += rel_seen[d];
+    rel_seen[d] = 0;
   }
   double ap = 0.0;
   int64_t hits = 0;
-  constexpr uint64_t kMask = (uint64_t{1} << kRecordShift) - 1;
   for (int64_t j = 0; j < n_rec; ++j) {
-    const uint64_t d = rec[j] >> kRecordShift;
+    const uint64_t v = rec[j * rec_stride], d = v >> kRecordShift;
     if (d > last) continue;
-    const int64_t before = rel_seen[d]++;  // relevant rows of distance d ahead of this one
-    const int64_t pos = start[d] + static_cast<int64_t>(rec[j] & kMask) + before;  // 0-based rank
+    const int64_t pos = start[d] + static_cast<int64_t>(v & kMask);  // 0-based rank
+    const int64_t ahead = rel_start[d] + rel_seen[d]++;                      // relevant rows ranked ahead
     if (pos < kk) {
-      ap += static_cast<double>(rel_start[d] + before + 1) / static_cast<double>(pos + 1);
+      ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
       ++hits;
     }
   }
   return hits > 0 ? ap / static_cast<double>(hits) : 0.0;
 }
 
-double average_ap(const int64_t* hist, int64_t bins) {
+double average_ap(const int64_t* hist, int64_t hist_stride, int64_t bins) {  // hist[d * stride + y]
   double ap = 0.0;
   int64_t n_before = 0, r_before = 0;
   for (int64_t d = 0; d < bins; ++d) {
-    const int64_t rel = hist[2 * d + 1], all = hist[2 * d] + rel;
+    const int64_t rel = hist[d * hist_stride + 1], all = hist[d * hist_stride] + rel;
     ap += tied_group_precision_sum(all, rel, n_before, r_before);
     n_before += all;
     r_before += rel;
@@ -118,6 +165,61 @@ double average_ap(const int64_t* hist, int64_t bins) {
 // How a block's pass treats ties: histograms only (average), or records of relevant rows (index).
 enum class Pass { kAverage, kIndexRecords };
 
+// One pass over the database for the block's queries; hist is interleaved by query, so that one
+// base register serves the four (the loop is short of registers). ties="average": hist
+// [bins][QB][2] counts (non-relevant, relevant) rows per distance. ties="index": hist [bins][QB]
+// counts all rows per distance, and every row writes a record slot (its distance and the rows of
+// that distance before it), kept only when the row is relevant (n += y): relevance is a coin flip to
+// the branch predictor, so each record buffer needs a tile of room. A shared block keeps one buffer
+// [n][QB] in rec[0] (one count, one pointer); a mixed one a buffer per query.
+template <Pass kPass, bool kShared, class Code, class Labels>
+void block_pass(const std::array<Code, kQueryBlock>& code,
+                const std::array<typename Labels::Query, kQueryBlock>& relevant, const uint8_t* db,  // [N, B]
+                const Labels& labels, int64_t N, int64_t stride,
+                uint64_t* hist, std::array<std::vector<uint64_t>, kQueryBlock>& rec,
+                std::array<int64_t, kQueryBlock>& n_rec) {
+  constexpr bool kRecords = kPass == Pass::kIndexRecords;
+  constexpr int64_t QB = kQueryBlock;
+  for (int64_t t0 = 0; t0 < N; t0 += kRowTile) {
+    const int64_t t1 = std::min(N, t0 + kRowTile);
+    std::array<uint64_t*, kQueryBlock> recp{};
+    if constexpr (kRecords) {
+      for (int64_t j = 0; j < (kShared ? 1 : QB); ++j) {
+        const int64_t need = (n_rec[j] + (t1 - t0)) * (kShared ? QB : 1);
+        if (static_cast<int64_t>(rec[j].size()) < need) rec[j].resize(2 * need);
+        recp[j] = rec[j].data();
+      }
+    }
+    uint64_t* shared_rec = recp[0] + n_rec[0] * QB;  // kShared: this row's QB slots
+    const uint8_t* p = db + t0 * stride;
+    for (int64_t r = t0; r < t1; ++r, p += stride) {
+      const auto row_label = labels.row(r);
+      [[maybe_unused]] int64_t y_shared = 0;
+      if constexpr (kShared) y_shared = relevant[0](row_label);
+#pragma GCC unroll 16
+      for (int64_t j = 0; j < QB; ++j) {
+        const uint64_t d = static_cast<uint64_t>(code[j].distance(p));
+        if constexpr (kRecords) {
+          uint64_t* h = hist + static_cast<int64_t>(d) * QB + j;
+          const uint64_t v = *h;  // the record itself: see map_queries
+          if constexpr (kShared) {
+            shared_rec[j] = v;
+          } else {
+            recp[j][n_rec[j]] = v;
+            n_rec[j] += relevant[j](row_label);
+          }
+          *h = v + 1;
+        } else {
+          const int64_t y = kShared ? y_shared : relevant[j](row_label);
+          hist[(static_cast<int64_t>(d) * QB + j) * 2 + y] += 1;
+        }
+      }
+      if constexpr (kShared && kRecords) shared_rec += QB * y_shared;
+    }
+    if constexpr (kShared && kRecords) n_rec.fill((shared_rec - recp[0]) / QB);
+  }
+}
+
 template <Pass kPass, class Code, class Labels>
 void map_queries(const uint8_t* q,   // [Q, B]
                  const uint8_t* db,  // [N, B]
@@ -125,74 +227,60 @@ void map_queries(const uint8_t* q,   // [Q, B]
                  double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
   const int64_t stride = Code::stride(B);
-  const int64_t blocks = (Q + kQueryBlock - 1) / kQueryBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<int64_t> hist_all(kQueryBlock * 2 * bins);  // [QB][bins][2]: (non-relevant, relevant)
-    constexpr bool kRecords = kPass == Pass::kIndexRecords;
-    std::vector<std::vector<uint64_t>> rec(kRecords ? kQueryBlock : 0);
+  constexpr bool kRecords = kPass == Pass::kIndexRecords;
+  const std::vector<QueryBlock> blocks = make_blocks(labels, Q);
+  at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint64_t> hist_all(kQueryBlock * bins * (kRecords ? 1 : 2));
+    std::array<std::vector<uint64_t>, kQueryBlock> rec;
     std::vector<int64_t> start(bins), rel_start(bins), rel_seen(bins);
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = b * kQueryBlock, nq = std::min(kQueryBlock, Q - i0);
-      // A short last block repeats its last query, so the row loop has no tail case.
-      auto qi = [&](int64_t j) { return i0 + std::min(j, nq - 1); };
+      const QueryBlock& blk = blocks[b];
       // Local copies: the histogram stores would otherwise force reloads of the query words.
-      const std::array<Code, kQueryBlock> code{Code(q + qi(0) * B, B), Code(q + qi(1) * B, B),
-                                               Code(q + qi(2) * B, B), Code(q + qi(3) * B, B)};
-      const std::array<typename Labels::Query, kQueryBlock> relevant{
-          labels.query(qi(0)), labels.query(qi(1)), labels.query(qi(2)), labels.query(qi(3))};
-      std::fill(hist_all.begin(), hist_all.end(), 0);
-      int64_t* hist = hist_all.data();
-      std::array<int64_t, kQueryBlock> n_rec{};
-      for (int64_t t0 = 0; t0 < N; t0 += kRowTile) {
-        const int64_t t1 = std::min(N, t0 + kRowTile);
-        std::array<uint64_t*, kQueryBlock> recp{};
-        if constexpr (kRecords) {
-          // Every row writes a record slot and keeps it only when relevant (n_rec += y): relevance
-          // is a coin flip to the branch predictor. So each buffer needs a tile of room.
-          for (int64_t j = 0; j < kQueryBlock; ++j) {
-            if (static_cast<int64_t>(rec[j].size()) < n_rec[j] + (t1 - t0)) rec[j].resize(2 * (n_rec[j] + (t1 - t0)));
-            recp[j] = rec[j].data();
-          }
-        }
-        const uint8_t* p = db + t0 * stride;
-        for (int64_t r = t0; r < t1; ++r, p += stride) {
-          const auto row_label = labels.row(r);
-#pragma GCC unroll 4
-          for (int64_t j = 0; j < kQueryBlock; ++j) {
-            const uint64_t d = static_cast<uint64_t>(code[j].distance(p));
-            const int64_t y = relevant[j](row_label);
-            int64_t* h = hist + (j * bins + static_cast<int64_t>(d)) * 2;
-            if constexpr (kRecords) {
-              recp[j][n_rec[j]] = d << kRecordShift | static_cast<uint64_t>(h[0]);
-              n_rec[j] += y;
-            }
-            h[y] += 1;
-          }
-        }
+      const auto& qi = blk.query;
+      constexpr auto kSeq = std::make_index_sequence<kQueryBlock>{};
+      const auto code = array_of<Code>([&](size_t j) { return Code(q + qi[j] * B, B); }, kSeq);
+      const auto relevant = array_of<typename Labels::Query>([&](size_t j) { return labels.query(qi[j]); }, kSeq);
+      // ties="index" counts distance d from d << kRecordShift, so that a bin's value is the record
+      // of the next row at that distance (no shift and or per row).
+      if constexpr (kRecords) {
+        for (int64_t j = 0; j < kQueryBlock; ++j)
+          for (int64_t d = 0; d < bins; ++d) hist_all[d * kQueryBlock + j] = static_cast<uint64_t>(d) << kRecordShift;
+      } else {
+        std::fill(hist_all.begin(), hist_all.end(), 0);
       }
-      for (int64_t j = 0; j < nq; ++j) {
-        const int64_t* h = hist + j * bins * 2;
+      std::array<int64_t, kQueryBlock> n_rec{};
+      if (blk.shared)
+        block_pass<kPass, true>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
+      else
+        block_pass<kPass, false>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
+      for (int64_t j = 0; j < blk.n; ++j) {
         if constexpr (kRecords)
-          out[i0 + j] = index_ap(h, bins, rec[j].data(), n_rec[j], kk, start, rel_start, rel_seen);
+          out[qi[j]] = blk.shared ? index_ap(hist_all.data() + j, kQueryBlock, bins, rec[0].data() + j, kQueryBlock,
+                                             n_rec[j], kk, start, rel_start, rel_seen)
+                                  : index_ap(hist_all.data() + j, kQueryBlock, bins, rec[j].data(), 1, n_rec[j], kk,
+                                             start, rel_start, rel_seen);
         else
-          out[i0 + j] = average_ap(h, bins);
+          out[qi[j]] = average_ap(reinterpret_cast<const int64_t*>(hist_all.data()) + j * 2, 2 * kQueryBlock, bins);
       }
     }
   });
 }
 
-// ties="index" with a small k (k <= N/32: mAP@1000 and the like). Only rows at a distance <= that of
-// the k-th ranked row matter, and all of them do (a row's rank counts the rows of its own distance
-// ahead of it). So the scan is hamming_topk's: each query keeps, in row order, every row within a
-// threshold that shrinks as rows arrive; a trim drops the rows past the distance at which the kept
-// ones first number k, keeping that distance's whole group. At the end the kept rows are exactly
-// the rows of distance <= the k-th row's, and the AP walks them in row order. Most rows cost one
-// popcount and a compare; labels are read for the kept rows only.
+// ties="index" with a small k (k <= N/256). Only the k top-ranked rows matter, and a row's rank
+// counts the rows of its own distance ahead of it, which come earlier in row order. So the scan is
+// hamming_topk's: each query keeps, in row order, every row within a threshold that shrinks as rows
+// arrive. Once k kept rows lie at distance <= t, a later row at distance t ranks past them all, so
+// the threshold drops to t - 1. At the end the kept rows include the k top-ranked ones (the whole
+// group at the k-th distance may be kept, which is harmless: those rows rank after the k-th), and the
+// AP walks them in row order. Most rows cost one popcount and a compare; labels are read for the
+// kept rows only.
 constexpr int64_t kScanQueryBlock = 16;
 constexpr int64_t kScanTileBytes = 32 * 1024;
 
 struct GroupCandidates {
-  int32_t accept = 0;         // rows with distance <= accept are kept
+  int32_t accept = 0;         // rows with distance <= accept are kept (-1: none)
+  int32_t kth = 0;            // after a trim, the distance of the k-th ranked row
+  int64_t within = 0;         // kept rows with distance <= accept
   int64_t size = 0;
   bool dense = true;          // whether the last tile kept more than 1 row in 64
   std::vector<int32_t> dist;  // [cap], row order
@@ -200,7 +288,8 @@ struct GroupCandidates {
   std::vector<int64_t> hist;  // [bins], distances of the kept rows
 
   void reset(int64_t cap, int32_t max_dist) {
-    accept = max_dist;
+    accept = kth = max_dist;
+    within = 0;
     size = 0;
     dense = true;
     dist.resize(cap);
@@ -209,7 +298,9 @@ struct GroupCandidates {
   }
 
   // Recounts hist from the buffer (the branch-free scan below does not keep it), then drops the rows
-  // past the distance at which the kept rows first number kk, keeping that distance's whole group.
+  // past the distance t at which the kept rows first number kk (keeping t's whole group, for
+  // simplicity) and takes only rows below t from then on. Afterwards hist is exact up to t (bins
+  // past it still count dropped rows).
   void trim(int64_t kk) {
     std::fill(hist.begin(), hist.end(), 0);
     for (int64_t i = 0; i < size; ++i) ++hist[dist[i]];
@@ -225,7 +316,10 @@ struct GroupCandidates {
       n += d <= t;
     }
     size = n;
-    accept = t;
+    kth = t;
+    const bool full = below + hist[t] >= kk;  // else fewer than kk rows so far: take every row
+    accept = full ? t - 1 : t;
+    within = full ? below : size;
     // A large tied group can leave the buffer nearly full: grow it so that trims stay rare.
     const auto cap = static_cast<int64_t>(dist.size());
     if (2 * size > cap) {
@@ -242,7 +336,9 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                          double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
   const int64_t stride = Code::stride(B);
-  const int64_t tile = std::max<int64_t>(64, kScanTileBytes / std::max<int64_t>(B, 1));
+  constexpr int64_t kStep = Code::kRowsPerTest;  // whole test groups per tile
+  constexpr int64_t kDenseRows = 1024;
+  const int64_t tile = std::max<int64_t>(64, kScanTileBytes / std::max<int64_t>(B, 1)) / kStep * kStep;
   const int64_t cap0 = std::min(N + 1, 2 * kk + 1024);
   const int64_t blocks = (Q + kScanQueryBlock - 1) / kScanQueryBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -264,13 +360,16 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
           // The trim goes through c alone: a lambda holding references to the locals above would
           // take their addresses, and then every store to dist[] / row[] (same types) could alias
           // them, forcing a reload of size and accept per row.
-          int64_t passed = 0, mark = size;  // rows kept in this tile, across trims
+          int64_t passed = 0, mark = size;  // rows kept in a dense chunk, across trims
+          int64_t within = c.within;
+          int64_t* hist = c.hist.data();
 #define DEEPHASH_TRIM()                            \
   do {                                             \
     passed += size - mark;                         \
     c.size = size;                                 \
     c.trim(kk);                                    \
     accept = c.accept;                             \
+    within = c.within;                             \
     size = mark = c.size;                          \
     cap = static_cast<int64_t>(c.dist.size());     \
     dist = c.dist.data();                          \
@@ -278,10 +377,15 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
   } while (0)
           const uint8_t* p = db + t0 * stride;
           int64_t r = t0;
-          if (c.dense) {
+          while (c.dense && r + kStep <= t1) {
             // Many rows pass (early in the scan, or a large k): every row writes a slot and keeps it
-            // when it passes, since a branch on that would be mispredicted often.
-            for (; r + 4 <= t1; r += 4, p += 4 * stride) {
+            // when it passes, since a branch on that would be mispredicted often. Checked every
+            // kDenseRows rows, so that the scan leaves this mode soon after its first trim.
+            const int64_t e = std::min(t1, r + kDenseRows) / kStep * kStep;
+            const int64_t r_begin = r;
+            passed = 0;
+            mark = size;
+            for (; r + 4 <= e; r += 4, p += 4 * stride) {
               if (size + 4 > cap) DEEPHASH_TRIM();
               for (int u = 0; u < 4; ++u) {
                 const int32_t d = code.distance(p + u * stride);
@@ -290,19 +394,37 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                 size += d <= accept;
               }
             }
-            c.dense = 64 * (passed + size - mark) > (t1 - t0);
-          } else {
-            // Few rows pass: one test of the minimum of four rows, rarely taken.
-            for (; r + 4 <= t1; r += 4, p += 4 * stride) {
-              const int32_t d0 = code.distance(p), d1 = code.distance(p + stride);
-              const int32_t d2 = code.distance(p + 2 * stride), d3 = code.distance(p + 3 * stride);
-              if (__builtin_expect(std::min(std::min(d0, d1), std::min(d2, d3)) <= accept, 0)) {
-                if (size + 4 > cap) DEEPHASH_TRIM();
-                const int32_t ds[4] = {d0, d1, d2, d3};
-                for (int u = 0; u < 4; ++u) {
+            // Leaving: the sparse scan keeps hist exact up to accept, so it starts from a recount.
+            c.dense = 4 * (passed + size - mark) > (r - r_begin);
+            if (!c.dense) DEEPHASH_TRIM();
+          }
+          {
+            // Few rows pass: hamming_topk's test of a group of rows at once, rarely taken, and then
+            // only the rows that pass are visited. Each kept row counts in hist, and as soon as kk
+            // kept rows lie within accept, accept drops below the distance of the kk-th: without that
+            // the threshold would only tighten when the buffer fills, which with a small k and
+            // large tied groups can be never.
+            for (; r + kStep <= t1; r += kStep, p += kStep * stride) {
+              int32_t ds[kStep];
+              if (__builtin_expect(code.within(p, accept, ds), 0)) {
+                if (size + kStep > cap) DEEPHASH_TRIM();
+                uint32_t pass = 0;
+                for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(ds[u] <= accept) << u;
+                const uint32_t pass_all = pass;
+                for (; pass; pass &= pass - 1) {
+                  const int u = __builtin_ctz(pass);
                   dist[size] = ds[u];
                   row[size] = r + u;
-                  size += ds[u] <= accept;
+                  ++size;
+                  ++hist[ds[u]];
+                }
+                within += __builtin_popcount(pass_all);
+                if (within >= kk) {
+                  int64_t acc = 0;
+                  int32_t t = 0;
+                  while (acc + hist[t] < kk) acc += hist[t++];
+                  accept = t - 1;
+                  within = acc;
                 }
               }
             }
@@ -310,18 +432,22 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
           for (; r < t1; ++r, p += stride) {
             if (size + 1 > cap) DEEPHASH_TRIM();
             const int32_t d = code.distance(p);
+            const int64_t keep = d <= accept;
             dist[size] = d;
             row[size] = r;
-            size += d <= accept;
+            hist[d] += keep;  // exact up to accept, as the sparse scan needs
+            within += keep;
+            size += keep;
           }
 #undef DEEPHASH_TRIM
           c.accept = accept;
+          c.within = within;
           c.size = size;
         }
       }
       for (int64_t i = i0; i < i1; ++i) {
         GroupCandidates& c = cand[i - i0];
-        c.trim(kk);  // now accept is the distance of the k-th ranked row
+        c.trim(kk);  // now kth is the distance of the k-th ranked row
         const auto relevant = labels.query(i);
         rel.resize(c.size);
         std::fill(rel_start.begin(), rel_start.end(), 0);
@@ -329,9 +455,9 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
           rel[j] = relevant(labels.row(c.row[j]));
           rel_start[c.dist[j]] += rel[j];
         }
-        // The trim's histogram counts every kept distance exactly (bins past accept are unused).
+        // The trim's histogram counts every kept distance exactly (bins past kth are unused).
         int64_t acc = 0, rel_acc = 0;
-        for (int64_t d = 0; d <= c.accept; ++d) {
+        for (int64_t d = 0; d <= c.kth; ++d) {
           const int64_t all_d = c.hist[d], rel_d = rel_start[d];
           start[d] = acc;
           rel_start[d] = rel_acc;
@@ -361,7 +487,7 @@ void map_queries(const uint8_t* q, const uint8_t* db, const Labels& labels, int6
                  int64_t kk, Ties ties, double* out) {
   if (ties == Ties::kAverage)
     map_queries<Pass::kAverage, Code>(q, db, labels, Q, N, B, kk, out);
-  else if (32 * kk <= N)  // measured: the scan wins below ~N/25 (k=1000 of 69k: 49 vs 68 ms), loses at N/9
+  else if (256 * kk <= N)  // measured crossover N/k ~ 230-330 (64 and 128 bits, N = 69k and 1e6)
     map_queries_small_k<Code>(q, db, labels, Q, N, B, kk, out);
   else
     map_queries<Pass::kIndexRecords, Code>(q, db, labels, Q, N, B, kk, out);
