@@ -83,7 +83,7 @@ def test_normalized_laplacian_isolated_node_gradient_is_zero():
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (F64, 1e-11)])
-@pytest.mark.parametrize("n", [1, 2, 5, 33, 64, 70])  # 70: past the small-matrix solver, LAPACK
+@pytest.mark.parametrize("n", [1, 2, 5, 33, 64, 70, 160, 161])  # 161: past the small-matrix solver, LAPACK
 def test_eigh_matches_reference(dtype, tol, n):
     g = torch.Generator().manual_seed(n)
     L = torch.randn(13, n, n, generator=g, dtype=F64)
@@ -107,6 +107,18 @@ def test_eigh_repeated_eigenvalues_and_zero_blocks(dtype):
     torch.testing.assert_close(w, R.eigh(L)[0])
     torch.testing.assert_close(V @ torch.diag_embed(w) @ V.mT, L)
     torch.testing.assert_close(V.mT @ V, torch.eye(7, dtype=dtype).expand(3, 7, 7))
+
+
+@pytest.mark.parametrize("n", [150, 170])  # our solver, LAPACK
+def test_eigh_many_repeated_eigenvalues(n):
+    # Two identical components: every eigenvalue twice, each pair's eigenvectors only defined up
+    # to a rotation inside their plane; the solver must still return an orthonormal basis.
+    A = random_adjacency(1, n // 2, seed=n)[0]
+    L = dh.normalized_laplacian(torch.block_diag(A, A)[None])
+    w, V = dh.eigh(L)
+    torch.testing.assert_close(w[0, 0::2], w[0, 1::2], atol=1e-10, rtol=0)
+    torch.testing.assert_close(V.mT @ V, torch.eye(n, dtype=F64)[None], atol=1e-10, rtol=0)
+    torch.testing.assert_close(V @ torch.diag_embed(w) @ V.mT, L, atol=1e-10, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------------
