@@ -28,16 +28,20 @@ inline uint64_t load_word(const uint8_t* p, int64_t i, int64_t bytes) {
   return v;
 }
 
-// Distances from code to the 8 rows of `stride` bytes at `rows`; true if one is <= limit.
+// Distances from code to the 8 rows of `stride` bytes at `rows`; returns the mask of the rows
+// within limit (bit u: row u), 0 almost always, so that the test is one min and one compare.
 template <class Code>
-inline bool within8_scalar(const Code& code, const uint8_t* rows, int64_t stride, int32_t limit, int32_t* d) {
+inline uint32_t within8_scalar(const Code& code, const uint8_t* rows, int64_t stride, int32_t limit, int32_t* d) {
   int32_t m = code.distance(rows);
   d[0] = m;
   for (int u = 1; u < 8; ++u) {
     d[u] = code.distance(rows + u * stride);
     m = std::min(m, d[u]);
   }
-  return m <= limit;
+  if (m > limit) return 0;
+  uint32_t pass = 0;
+  for (int u = 0; u < 8; ++u) pass |= static_cast<uint32_t>(d[u] <= limit) << u;
+  return pass;
 }
 
 template <int Bytes>
@@ -56,15 +60,16 @@ struct FixedCode {
     return d;
   }
 
-  // Distances to the kRowsPerTest consecutive rows at `rows`, written to d[] only if one is <= limit
-  // (a scan's hot path then needs no per-row work at all). AVX2 for 8- and 16-byte codes, below.
+  // Distances to the kRowsPerTest consecutive rows at `rows` and the mask of those within limit (bit
+  // u: row u); d[] is written only when the mask is not 0, so a scan's hot path needs no per-row
+  // work at all. AVX2 for 8- and 16-byte codes, below.
 #if defined(__AVX2__)
   static constexpr int kScalarRows = 4;  // of each group, on the integer unit (see within20_avx2)
   static constexpr int kRowsPerTest = (Bytes == 8 || Bytes == 16) ? 16 + kScalarRows : 8;
 #else
   static constexpr int kRowsPerTest = 8;
 #endif
-  inline bool within(const uint8_t* rows, int32_t limit, int32_t* d) const {
+  inline uint32_t within(const uint8_t* rows, int32_t limit, int32_t* d) const {
 #if defined(__AVX2__)
     if constexpr (Bytes == 8 || Bytes == 16) return within20_avx2(rows, limit, d);
 #endif
@@ -87,7 +92,7 @@ struct FixedCode {
   // by side, and the vector pipes alone are saturated (on the benchmark machine the bare loop ran
   // 10% faster at 64 bits and 12% at 128 than with all 20 rows on vectors; 2, 5, 6 or 8 scalar rows
   // measured the same or slower in the op).
-  inline bool within20_avx2(const uint8_t* rows, int32_t limit, int32_t* d) const {
+  inline uint32_t within20_avx2(const uint8_t* rows, int32_t limit, int32_t* d) const {
     const __m256i zero = _mm256_setzero_si256();
     __m256i s[4];  // row distances in 64-bit lanes; lane -> row below
     if constexpr (Bytes == 8) {
@@ -114,7 +119,13 @@ struct FixedCode {
     // Lane values are < 2^31 with a zero upper half, so a 32-bit min is the 64-bit min.
     const __m256i lo = _mm256_min_epu32(_mm256_min_epu32(s[0], s[1]), _mm256_min_epu32(s[2], s[3]));
     const __m256i bound = _mm256_set1_epi64x(static_cast<int64_t>(limit) + 1);
-    if (_mm256_testz_si256(_mm256_cmpgt_epi64(bound, lo), _mm256_set1_epi64x(-1)) && m > limit) return false;
+    if (_mm256_testz_si256(_mm256_cmpgt_epi64(bound, lo), _mm256_set1_epi64x(-1)) && m > limit) return 0;
+    uint32_t pass = 0;
+    for (int h = 0; h < 4; ++h) {
+      auto bits = static_cast<uint32_t>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(bound, s[h]))));
+      if constexpr (Bytes == 16) bits = (bits & 9u) | ((bits & 2u) << 1) | ((bits & 4u) >> 1);  // lanes (0, 2, 1, 3)
+      pass |= bits << (4 * h);
+    }
     alignas(32) int64_t v[16];
     for (int h = 0; h < 4; ++h) _mm256_store_si256(reinterpret_cast<__m256i*>(v + 4 * h), s[h]);
     constexpr int kLane16[4] = {0, 2, 1, 3};  // 16-byte codes: lane -> row within a group of 4
@@ -124,8 +135,11 @@ struct FixedCode {
     // that the pointer is the same one.
     const uint8_t* again = rows;
     asm("" : "+r"(again));
-    for (int u = 0; u < kScalarRows; ++u) d[16 + u] = distance(again + (16 + u) * Bytes);
-    return true;
+    for (int u = 0; u < kScalarRows; ++u) {
+      d[16 + u] = distance(again + (16 + u) * Bytes);
+      pass |= static_cast<uint32_t>(d[16 + u] <= limit) << (16 + u);
+    }
+    return pass;
   }
 #endif
 };
@@ -152,7 +166,7 @@ struct AnyCode {
     return d;
   }
   static constexpr int kRowsPerTest = 8;
-  inline bool within(const uint8_t* rows, int32_t limit, int32_t* d) const {
+  inline uint32_t within(const uint8_t* rows, int32_t limit, int32_t* d) const {
     return within8_scalar(*this, rows, bytes, limit, d);
   }
 };

@@ -126,10 +126,9 @@ void scan(const uint8_t* q,   // [Q, B]
       // past the first rows of a scan almost every step is rejected by that single branch.
       for (; r + kStep <= t1; r += kStep, p += kStep * stride) {
         int32_t d[kStep];
-        if (__builtin_expect(code.within(p, accept, d), 0)) {
-          // Groups pass k ln(N / k) times per scan, mostly for one row: visit only the rows that pass.
-          uint32_t pass = 0;
-          for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(d[u] <= accept) << u;
+        // Groups pass k ln(N / k) times per scan, mostly for one row: visit only the rows that pass
+        // (a trim inside take() may lower accept meanwhile; take() checks again).
+        if (uint32_t pass = code.within(p, accept, d); __builtin_expect(pass != 0, 0)) {
           for (; pass; pass &= pass - 1) {
             const int u = __builtin_ctz(pass);
             take(d[u], r + u);

@@ -406,10 +406,12 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
             // large tied groups can be never.
             for (; r + kStep <= t1; r += kStep, p += kStep * stride) {
               int32_t ds[kStep];
-              if (__builtin_expect(code.within(p, accept, ds), 0)) {
-                if (size + kStep > cap) DEEPHASH_TRIM();
-                uint32_t pass = 0;
-                for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(ds[u] <= accept) << u;
+              if (uint32_t pass = code.within(p, accept, ds); __builtin_expect(pass != 0, 0)) {
+                if (size + kStep > cap) {
+                  DEEPHASH_TRIM();  // accept may drop: only rows within the new one may count
+                  pass = 0;
+                  for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(ds[u] <= accept) << u;
+                }
                 const uint32_t pass_all = pass;
                 for (; pass; pass &= pass - 1) {
                   const int u = __builtin_ctz(pass);
