@@ -120,7 +120,7 @@ def eigh(L: Tensor) -> tuple[Tensor, Tensor]:
 
     ``L`` must be finite and symmetric to within ``1e-4 * max(1, max|L|)``; ``(L + Lᵀ)/2`` is
     decomposed. On the CPU the batch is spread over the intra-op threads, with a solver of our own
-    (tridiagonalisation + implicit QL) for n <= 64 and LAPACK beyond. ``vectors`` is column-major
+    (tridiagonalisation + implicit QL) for n <= 160 and LAPACK beyond. ``vectors`` is column-major
     (strides ``(n², 1, n)``) like ``torch.linalg.eigh``'s; eigenvector signs (and the basis chosen
     inside a repeated eigenvalue's eigenspace) may differ from it. Not differentiable (use
     :func:`spectral_filter`, whose gradient stays finite on repeated eigenvalues).
