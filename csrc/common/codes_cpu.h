@@ -184,6 +184,14 @@ inline void dispatch_code(int64_t bytes, F&& f) {
   }
 }
 
+// Database rows per tile of a scan: about 32 KiB (the L1 data cache), so that a block of queries
+// rereads the tile from cache, and a multiple of `step` rows (a scan's test group), so that only
+// the last rows of a scan take its row-by-row loop.
+inline int64_t scan_tile_rows(int64_t bytes, int64_t step) {
+  constexpr int64_t kTileBytes = 32 * 1024;
+  return std::max<int64_t>(64, kTileBytes / std::max<int64_t>(bytes, 1)) / step * step;
+}
+
 // The type tag that dispatch_code hands to its callback.
 template <class Tag>
 using code_t = std::remove_pointer_t<Tag>;

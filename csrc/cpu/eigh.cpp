@@ -52,9 +52,9 @@ void symmetrize_one(const T* l, T* s, int64_t n, int64_t b, const char* op) {
 // ---------------------------------------------------------------------------------------------
 // Small matrices: Householder tridiagonalisation and implicit QL (tred2/tql2 of EISPACK, as in
 // JAMA), single-threaded per matrix. For n <= kSmallN this beats a LAPACK call per matrix, whose
-// set-up and blocking do not pay off on matrices this small (they fit in L2). Everything works in place on
-// the output, V stored column-major, so the inner loops of both phases (down the columns of V in
-// tred2, the QL rotations of pairs of eigenvectors in tql2) run over contiguous memory.
+// set-up and blocking do not pay off on matrices this small (they fit in L2). Everything works in
+// place on the output, V stored column-major, so the inner loops of both phases (down the columns
+// of V in tred2, the QL rotations of pairs of eigenvectors in tql2) run over contiguous memory.
 
 // Measured on the benchmark machine (64 matrices, 2 threads, against MKL's syevd through
 // at::linalg_eigh): float32 1.4x faster at n = 64, 1.15x at 128, 1.1x at 160, even at 192, slower
@@ -231,6 +231,18 @@ void eigh_small(const T* A,  // [n, n] symmetric; may be Vt itself
   }
 }
 
+// Runs f(b0, b1) over slices [b0, b1) of the batch, `slice` matrices at a time, on the intra-op
+// threads: each thread pulls the next slice from a shared counter, so that a thread the OS delays
+// (the cores are often shared) holds back only the slice in hand, not a fixed half of the batch.
+template <class F>
+void for_each_slice(int64_t Bt, int64_t slice, const F& f) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), Bt);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t b0 = next.fetch_add(slice); b0 < Bt; b0 = next.fetch_add(slice)) f(b0, std::min(Bt, b0 + slice));
+  });
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> symmetric_eigh_cpu(const at::Tensor& L, const char* op) {
@@ -246,43 +258,31 @@ std::tuple<at::Tensor, at::Tensor> symmetric_eigh_cpu(const at::Tensor& L, const
       const scalar_t* l = Lc.const_data_ptr<scalar_t>();
       scalar_t* w = values.mutable_data_ptr<scalar_t>();
       scalar_t* vt = vectors.mutable_data_ptr<scalar_t>();
-      // Threads pull matrices (a few at a time when they are tiny) from a shared counter, so that a
-      // thread the OS delays on these shared cores holds back only what it has in hand.
-      const int64_t threads = std::min<int64_t>(at::get_num_threads(), Bt);
-      const int64_t grab = n < 16 ? 64 : 1;
-      std::atomic<int64_t> next{0};
-      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-        std::vector<scalar_t> e(n);
-        for (int64_t b0 = next.fetch_add(grab); b0 < Bt; b0 = next.fetch_add(grab)) {
-          for (int64_t b = b0; b < std::min(Bt, b0 + grab); ++b) {
-            // The symmetric matrix reads the same in either order, so it goes straight into the
-            // column-major output that the solver works in.
-            symmetrize_one<scalar_t>(l + b * n * n, vt + b * n * n, n, b, op);
-            eigh_small<scalar_t>(vt + b * n * n, n, w + b * n, e.data(), vt + b * n * n);
-          }
+      // One matrix at a time (64 when they are tiny, to keep the counter off the hot path).
+      for_each_slice(Bt, n < 16 ? 64 : 1, [&](int64_t b0, int64_t b1) {
+        std::vector<scalar_t> e(n);  // one allocation per slice: nothing beside an O(n^3) solve
+        for (int64_t b = b0; b < b1; ++b) {
+          // The symmetric matrix reads the same in either order, so it goes straight into the
+          // column-major output that the solver works in.
+          symmetrize_one<scalar_t>(l + b * n * n, vt + b * n * n, n, b, op);
+          eigh_small<scalar_t>(vt + b * n * n, n, w + b * n, e.data(), vt + b * n * n);
         }
       });
     });
     return {values, vectors};
   }
-  // Threads pull slices of about Bt / (4 · threads) matrices from a shared counter: a batched
-  // at::linalg_eigh call per slice amortises its set-up, and a thread that the OS delays (the
-  // cores are often shared) holds back only its current slice, not half of the batch.
+  // Slices of about Bt / (4 · threads) matrices: a batched at::linalg_eigh call per slice amortises
+  // its set-up.
   at::Tensor Ls = at::empty_like(Lc);
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), Bt);
-  const int64_t slice = std::max<int64_t>(1, Bt / (4 * threads));
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    for (int64_t b0 = next.fetch_add(slice); b0 < Bt; b0 = next.fetch_add(slice)) {
-      const int64_t b1 = std::min(Bt, b0 + slice);
-      AT_DISPATCH_FLOATING_TYPES(Lc.scalar_type(), "symmetrize", [&] {
-        for (int64_t b = b0; b < b1; ++b)
-          symmetrize_one<scalar_t>(Lc.const_data_ptr<scalar_t>() + b * n * n, Ls.mutable_data_ptr<scalar_t>() + b * n * n,
-                                   n, b, op);
-      });
-      at::Tensor w = values.slice(0, b0, b1), v = vectors.slice(0, b0, b1);
-      at::linalg_eigh_out(w, v, Ls.slice(0, b0, b1), "L");
-    }
+  const int64_t slice = std::max<int64_t>(1, Bt / (4 * std::min<int64_t>(at::get_num_threads(), Bt)));
+  for_each_slice(Bt, slice, [&](int64_t b0, int64_t b1) {
+    AT_DISPATCH_FLOATING_TYPES(Lc.scalar_type(), "symmetrize", [&] {
+      for (int64_t b = b0; b < b1; ++b)
+        symmetrize_one<scalar_t>(Lc.const_data_ptr<scalar_t>() + b * n * n, Ls.mutable_data_ptr<scalar_t>() + b * n * n,
+                                 n, b, op);
+    });
+    at::Tensor w = values.slice(0, b0, b1), v = vectors.slice(0, b0, b1);
+    at::linalg_eigh_out(w, v, Ls.slice(0, b0, b1), "L");
   });
   return {values, vectors};
 }

@@ -10,8 +10,7 @@
 namespace deephash {
 namespace {
 
-// Database tiles of about 32 KiB stay in L1/L2 while a block of queries sweeps them.
-constexpr int64_t kTileBytes = 32 * 1024;
+// Queries per sweep of a database tile (scan_tile_rows), which stays in cache meanwhile.
 constexpr int64_t kQueryBlock = 16;
 
 template <class Code>
@@ -19,7 +18,7 @@ void distance_block(const uint8_t* q,   // [Q, B]
                     const uint8_t* db,  // [N, B]
                     int32_t* out,       // [Q, N]
                     int64_t q0, int64_t q1, int64_t r0, int64_t r1, int64_t N, int64_t B) {
-  const int64_t tile = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(B, 1));
+  const int64_t tile = scan_tile_rows(B, 1);
   for (int64_t t0 = r0; t0 < r1; t0 += tile) {
     const int64_t t1 = std::min(r1, t0 + tile);
     for (int64_t i = q0; i < q1; ++i) {

@@ -22,7 +22,6 @@
 namespace deephash {
 namespace {
 
-constexpr int64_t kTileBytes = 32 * 1024;
 constexpr int64_t kQueryBlock = 16;
 
 struct Candidates {
@@ -86,9 +85,8 @@ void scan(const uint8_t* q,   // [Q, B]
           const uint8_t* db,  // [N, B]
           int64_t B, int64_t q0, int64_t q1, int64_t r0, int64_t r1, int64_t k, int64_t cap,
           std::vector<Candidates>& cand) {
-  // Whole test groups per tile, so that only a scan's last rows take the row-by-row loop.
   constexpr int64_t kStep = Code::kRowsPerTest;
-  const int64_t tile = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(B, 1)) / kStep * kStep;
+  const int64_t tile = scan_tile_rows(B, kStep);
   const auto max_dist = static_cast<int32_t>(8 * B);
   std::vector<Code> codes;
   codes.reserve(q1 - q0);

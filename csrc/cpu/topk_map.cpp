@@ -118,7 +118,8 @@ std::vector<QueryBlock> make_blocks(const Labels& labels, int64_t Q) {
 }
 
 // AP@k of one query under ties="index" from the counts of all its rows per distance (hist[d] =
-// d << kRecordShift | count) and the records of its relevant rows in row order. The per-distance counts of relevant rows come from the records.
+// d << kRecordShift | count) and the records of its relevant rows in row order. The per-distance
+// counts of relevant rows come from the records.
 double index_ap(const uint64_t* hist, int64_t hist_stride, int64_t bins, const uint64_t* rec, int64_t rec_stride,
                 int64_t n_rec, int64_t kk,
                 std::vector<int64_t>& start, std::vector<int64_t>& rel_start, std::vector<int64_t>& rel_seen) {
@@ -275,14 +276,13 @@ void map_queries(const uint8_t* q,   // [Q, B]
 // AP walks them in row order. Most rows cost one popcount and a compare; labels are read for the
 // kept rows only.
 constexpr int64_t kScanQueryBlock = 16;
-constexpr int64_t kScanTileBytes = 32 * 1024;
 
 struct GroupCandidates {
   int32_t accept = 0;         // rows with distance <= accept are kept (-1: none)
   int32_t kth = 0;            // after a trim, the distance of the k-th ranked row
   int64_t within = 0;         // kept rows with distance <= accept
   int64_t size = 0;
-  bool dense = true;          // whether the last tile kept more than 1 row in 64
+  bool dense = true;          // whether the last dense chunk kept more than 1 row in 4
   std::vector<int32_t> dist;  // [cap], row order
   std::vector<int64_t> row;   // [cap]
   std::vector<int64_t> hist;  // [bins], distances of the kept rows
@@ -297,17 +297,28 @@ struct GroupCandidates {
     hist.assign(max_dist + 1, 0);
   }
 
-  // Recounts hist from the buffer (the branch-free scan below does not keep it), then drops the rows
-  // past the distance t at which the kept rows first number kk (keeping t's whole group, for
-  // simplicity) and takes only rows below t from then on. Afterwards hist is exact up to t (bins
-  // past it still count dropped rows).
-  void trim(int64_t kk) {
-    std::fill(hist.begin(), hist.end(), 0);
-    for (int64_t i = 0; i < size; ++i) ++hist[dist[i]];
+  // From hist (exact up to accept): kth <- the distance t at which the kept rows first number kk,
+  // and from then on only rows below t are taken (a later row at t ranks past kk kept ones). With
+  // fewer than kk rows kept so far, every row is still taken.
+  void select(int64_t kk) {
     const auto max_dist = static_cast<int32_t>(hist.size()) - 1;
     int64_t below = 0;
     int32_t t = 0;
     while (t < max_dist && below + hist[t] < kk) below += hist[t++];
+    kth = t;
+    const bool full = below + hist[t] >= kk;
+    accept = full ? t - 1 : t;
+    within = full ? below : below + hist[t];
+  }
+
+  // Recounts hist from the buffer (the branch-free scan below does not keep it), selects, and drops
+  // the rows past kth (keeping kth's whole group, for simplicity). Afterwards hist is exact up to
+  // kth (bins past it still count dropped rows).
+  void trim(int64_t kk) {
+    std::fill(hist.begin(), hist.end(), 0);
+    for (int64_t i = 0; i < size; ++i) ++hist[dist[i]];
+    select(kk);
+    const int32_t t = kth;
     int64_t n = 0;
     for (int64_t i = 0; i < size; ++i) {  // branch-free compaction
       const int32_t d = dist[i];
@@ -316,10 +327,6 @@ struct GroupCandidates {
       n += d <= t;
     }
     size = n;
-    kth = t;
-    const bool full = below + hist[t] >= kk;  // else fewer than kk rows so far: take every row
-    accept = full ? t - 1 : t;
-    within = full ? below : size;
     // A large tied group can leave the buffer nearly full: grow it so that trims stay rare.
     const auto cap = static_cast<int64_t>(dist.size());
     if (2 * size > cap) {
@@ -336,9 +343,9 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                          double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
   const int64_t stride = Code::stride(B);
-  constexpr int64_t kStep = Code::kRowsPerTest;  // whole test groups per tile
+  constexpr int64_t kStep = Code::kRowsPerTest;
   constexpr int64_t kDenseRows = 1024;
-  const int64_t tile = std::max<int64_t>(64, kScanTileBytes / std::max<int64_t>(B, 1)) / kStep * kStep;
+  const int64_t tile = scan_tile_rows(B, kStep);
   const int64_t cap0 = std::min(N + 1, 2 * kk + 1024);
   const int64_t blocks = (Q + kScanQueryBlock - 1) / kScanQueryBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -422,11 +429,9 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                 }
                 within += __builtin_popcount(pass_all);
                 if (within >= kk) {
-                  int64_t acc = 0;
-                  int32_t t = 0;
-                  while (acc + hist[t] < kk) acc += hist[t++];
-                  accept = t - 1;
-                  within = acc;
+                  c.select(kk);
+                  accept = c.accept;
+                  within = c.within;
                 }
               }
             }
