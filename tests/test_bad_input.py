@@ -1,7 +1,6 @@
 """Hostile op inputs: every op refuses mixed devices, too-wide codes, non-finite graphs and the rest of a
 table of bad arguments with a RuntimeError or ValueError whose message names the culprit, on the
-real kernels and on the fake (meta) kernels alike; and pack_bits reads every real dtype (README: "Choices
-where the contract is silent")."""
+real kernels and on the fake (meta) kernels alike; and pack_bits reads every real dtype (docs/ops.md)."""
 import re
 
 import numpy as np

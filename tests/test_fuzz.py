@@ -226,7 +226,7 @@ def close(rtol, atol):
 # ------------------------------------------------------------------------------------------------
 # The cases, one function per op: each draws its arguments and checks one call.
 
-# Every real or bool dtype (README: "Choices where the contract is silent").
+# Every real or bool dtype (docs/ops.md, pack_bits).
 PACK_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32,
                torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64] + [
     getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")
