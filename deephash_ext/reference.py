@@ -16,6 +16,8 @@ _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.in
 
 
 def pack_bits(x: Tensor) -> Tensor:
+    if x.dtype in (torch.uint16, torch.uint32, torch.uint64) or (x.dtype.is_floating_point and x.element_size() == 1):
+        x = x.double()  # torch has no comparisons for these dtypes; float64 keeps every value's sign
     bits = x.shape[-1]
     nbytes = (bits + 7) // 8
     b = (x > 0).to(torch.int32)
@@ -149,11 +151,13 @@ def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str = "chebyshev
     if basis not in ("chebyshev", "spline", "fourier"):
         raise ValueError(f'basis must be "chebyshev", "spline" or "fourier", got "{basis}"')
     K = theta.shape[-1]
+    if basis == "chebyshev" and K < 1:
+        raise ValueError(f"chebyshev needs K >= 1, got K={K}")
+    if basis == "fourier" and not 1 <= K <= L.shape[-1]:
+        raise ValueError(f"fourier needs 1 <= K <= n, got K={K}, n={L.shape[-1]}")
     lam, U = torch.linalg.eigh((L + L.mT) / 2)
     th = theta if theta.dim() == 2 else theta.expand(L.shape[0], K)
     if basis == "fourier":
-        if K > L.shape[-1]:
-            raise ValueError(f"fourier needs K <= n, got K={K}, n={L.shape[-1]}")
         UK = U[..., :K]
         return UK @ (th[..., None] * (UK.mT @ x))
     if basis == "spline" and K < 4:

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/checks.h"
 #include "common/spectral_basis.h"
 
 namespace deephash {
@@ -24,6 +25,15 @@ inline void check_square_batch(const at::Tensor& t, const char* op, const char* 
               " must be float32 or float64, got ", t.scalar_type());
   TORCH_CHECK(t.dim() == 3, op, ": ", name, " must be a batch of matrices [Bt, n, n], got shape ", t.sizes());
   TORCH_CHECK(t.size(1) == t.size(2), op, ": ", name, " must be square [Bt, n, n], got shape ", t.sizes());
+}
+
+// _normalized_laplacian_backward: grad_L like A (shape, dtype, device).
+inline void check_normalized_laplacian_backward_inputs(const at::Tensor& grad_L, const at::Tensor& A) {
+  check_square_batch(A, "normalized_laplacian_backward", "A");
+  TORCH_CHECK(grad_L.sizes() == A.sizes() && grad_L.scalar_type() == A.scalar_type(),
+              "normalized_laplacian_backward: grad_L must match A, got ", grad_L.sizes(), " ", grad_L.scalar_type(),
+              " and ", A.sizes(), " ", A.scalar_type());
+  check_same_device("normalized_laplacian_backward", {{"A", A}, {"grad_L", grad_L}});
 }
 
 inline SpectralBasis parse_basis(std::string_view basis) {
@@ -68,6 +78,32 @@ inline int64_t check_spectral_filter_inputs(const at::Tensor& x, const at::Tenso
                   " with n=", L.size(1));
       break;
   }
+  return K;
+}
+
+// _spectral_filter_backward: the forward's inputs (x, theta) and outputs (evals [Bt, n], evecs
+// [Bt, n, n], zx [Bt, m, d] with m = K for fourier, else n) with grad_y like x; one dtype, one
+// device. Returns K.
+inline int64_t check_spectral_filter_backward_inputs(const at::Tensor& grad_y, const at::Tensor& x,
+                                                     const at::Tensor& zx, const at::Tensor& theta,
+                                                     const at::Tensor& evals, const at::Tensor& evecs,
+                                                     SpectralBasis basis) {
+  constexpr const char* op = "spectral_filter_backward";
+  const int64_t K = check_spectral_filter_inputs(x, evecs, theta, basis);
+  const int64_t Bt = evecs.size(0), n = evecs.size(1), d = x.size(2);
+  const int64_t m = basis == SpectralBasis::kFourier ? K : n;
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), op, ": grad_y must have the shape of x, got ", grad_y.sizes(), " and ",
+              x.sizes());
+  TORCH_CHECK(evals.dim() == 2 && evals.size(0) == Bt && evals.size(1) == n, op, ": evals must be [Bt, n], got ",
+              evals.sizes());
+  TORCH_CHECK(zx.dim() == 3 && zx.size(0) == Bt && zx.size(1) == m && zx.size(2) == d, op, ": zx must be [Bt, ", m,
+              ", d], got ", zx.sizes());
+  TORCH_CHECK(grad_y.scalar_type() == x.scalar_type() && zx.scalar_type() == x.scalar_type() &&
+                  evals.scalar_type() == x.scalar_type(),
+              op, ": grad_y, zx and evals must have the dtype of x (", x.scalar_type(), "), got ",
+              grad_y.scalar_type(), ", ", zx.scalar_type(), " and ", evals.scalar_type());
+  check_same_device(op, {{"x", x}, {"grad_y", grad_y}, {"zx", zx}, {"theta", theta}, {"evals", evals},
+                         {"evecs", evecs}});
   return K;
 }
 

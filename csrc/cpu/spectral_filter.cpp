@@ -192,16 +192,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spectral_filter_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& zx, const at::Tensor& theta,
     const at::Tensor& evals, const at::Tensor& evecs, c10::string_view basis_name, std::array<bool, 3> output_mask) {
   const SpectralBasis basis = parse_basis(basis_name);
-  const int64_t K = check_spectral_filter_inputs(x, evecs, theta, basis);
+  const int64_t K = check_spectral_filter_backward_inputs(grad_y, x, zx, theta, evals, evecs, basis);
   const int64_t Bt = evecs.size(0), n = evecs.size(1), d = x.size(2);
   const bool fourier = basis == SpectralBasis::kFourier;
   const int64_t m = fourier ? K : n;  // eigenpairs that g weights
-  TORCH_CHECK(grad_y.sizes() == x.sizes(), "spectral_filter_backward: grad_y must have the shape of x, got ",
-              grad_y.sizes(), " and ", x.sizes());
-  TORCH_CHECK(evals.dim() == 2 && evals.size(0) == Bt && evals.size(1) == n,
-              "spectral_filter_backward: evals must be [Bt, n], got ", evals.sizes());
-  TORCH_CHECK(zx.dim() == 3 && zx.size(0) == Bt && zx.size(1) == m && zx.size(2) == d,
-              "spectral_filter_backward: zx must be [Bt, ", m, ", d], got ", zx.sizes());
   const bool per_graph = theta.dim() == 2;
   const auto opts = x.options();
   // Gradients not asked for are returned as empty [0] tensors (the schema has no optional returns).

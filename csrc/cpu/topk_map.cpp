@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -73,7 +74,12 @@ at::Tensor label_masks(const at::Tensor& labels) {  // [rows, C] -> int64 [rows,
 
 constexpr int64_t kQueryBlock = 4;  // queries per database pass: each row's code and label load once
 constexpr int64_t kRowTile = 4096;   // rows between checks of the record buffers' room
-constexpr int kRecordShift = 40;     // record = distance << 40 | rows of that distance before it
+
+// ties="index" records: distance << shift | rows of that distance before it, with the distance in
+// the top bit_width(8 B) bits (at most 31) and the count below (rows < 2^shift, 2^33 or more).
+inline int record_shift(int64_t bins) {
+  return std::min(63, 64 - static_cast<int>(std::bit_width(static_cast<uint64_t>(bins - 1))));
+}
 
 template <class T, class F, size_t... I>
 std::array<T, sizeof...(I)> array_of(F&& f, std::index_sequence<I...>) {  // {f(0), f(1), ...}
@@ -118,30 +124,30 @@ std::vector<QueryBlock> make_blocks(const Labels& labels, int64_t Q) {
 }
 
 // AP@k of one query under ties="index" from the counts of all its rows per distance (hist[d] =
-// d << kRecordShift | count) and the records of its relevant rows in row order. The per-distance
+// d << shift | count) and the records of its relevant rows in row order. The per-distance
 // counts of relevant rows come from the records.
-double index_ap(const uint64_t* hist, int64_t hist_stride, int64_t bins, const uint64_t* rec, int64_t rec_stride,
-                int64_t n_rec, int64_t kk,
+double index_ap(const uint64_t* hist, int64_t hist_stride, int64_t bins, int shift, const uint64_t* rec,
+                int64_t rec_stride, int64_t n_rec, int64_t kk,
                 std::vector<int64_t>& start, std::vector<int64_t>& rel_start, std::vector<int64_t>& rel_seen) {
-  constexpr uint64_t kMask = (uint64_t{1} << kRecordShift) - 1;
+  const uint64_t mask = (uint64_t{1} << shift) - 1;
   std::fill(rel_seen.begin(), rel_seen.end(), 0);
-  for (int64_t j = 0; j < n_rec; ++j) ++rel_seen[rec[j * rec_stride] >> kRecordShift];
+  for (int64_t j = 0; j < n_rec; ++j) ++rel_seen[rec[j * rec_stride] >> shift];
   int64_t acc = 0, rel_acc = 0;
   uint64_t last = 0;  // rows beyond this distance all rank past k
   for (int64_t d = 0; d < bins; ++d) {
     start[d] = acc;
     rel_start[d] = rel_acc;
     if (acc < kk) last = static_cast<uint64_t>(d);
-    acc += static_cast<int64_t>(hist[d * hist_stride] & kMask);
+    acc += static_cast<int64_t>(hist[d * hist_stride] & mask);
     rel_acc += rel_seen[d];
     rel_seen[d] = 0;
   }
   double ap = 0.0;
   int64_t hits = 0;
   for (int64_t j = 0; j < n_rec; ++j) {
-    const uint64_t v = rec[j * rec_stride], d = v >> kRecordShift;
+    const uint64_t v = rec[j * rec_stride], d = v >> shift;
     if (d > last) continue;
-    const int64_t pos = start[d] + static_cast<int64_t>(v & kMask);  // 0-based rank
+    const int64_t pos = start[d] + static_cast<int64_t>(v & mask);  // 0-based rank
     const int64_t ahead = rel_start[d] + rel_seen[d]++;                      // relevant rows ranked ahead
     if (pos < kk) {
       ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
@@ -229,6 +235,9 @@ void map_queries(const uint8_t* q,   // [Q, B]
   const int64_t bins = 8 * B + 1;
   const int64_t stride = Code::stride(B);
   constexpr bool kRecords = kPass == Pass::kIndexRecords;
+  const int shift = record_shift(bins);
+  TORCH_CHECK(!kRecords || static_cast<uint64_t>(N) < (uint64_t{1} << shift), "topk_map: ", N, " database rows of ", 8 * B,
+              " bits are more than ties=\"index\" can rank (2^", shift, ")");
   const std::vector<QueryBlock> blocks = make_blocks(labels, Q);
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t b0, int64_t b1) {
     std::vector<uint64_t> hist_all(kQueryBlock * bins * (kRecords ? 1 : 2));
@@ -241,11 +250,11 @@ void map_queries(const uint8_t* q,   // [Q, B]
       constexpr auto kSeq = std::make_index_sequence<kQueryBlock>{};
       const auto code = array_of<Code>([&](size_t j) { return Code(q + qi[j] * B, B); }, kSeq);
       const auto relevant = array_of<typename Labels::Query>([&](size_t j) { return labels.query(qi[j]); }, kSeq);
-      // ties="index" counts distance d from d << kRecordShift, so that a bin's value is the record
+      // ties="index" counts distance d from d << shift, so that a bin's value is the record
       // of the next row at that distance (no shift and or per row).
       if constexpr (kRecords) {
         for (int64_t j = 0; j < kQueryBlock; ++j)
-          for (int64_t d = 0; d < bins; ++d) hist_all[d * kQueryBlock + j] = static_cast<uint64_t>(d) << kRecordShift;
+          for (int64_t d = 0; d < bins; ++d) hist_all[d * kQueryBlock + j] = static_cast<uint64_t>(d) << shift;
       } else {
         std::fill(hist_all.begin(), hist_all.end(), 0);
       }
@@ -256,9 +265,9 @@ void map_queries(const uint8_t* q,   // [Q, B]
         block_pass<kPass, false>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
       for (int64_t j = 0; j < blk.n; ++j) {
         if constexpr (kRecords)
-          out[qi[j]] = blk.shared ? index_ap(hist_all.data() + j, kQueryBlock, bins, rec[0].data() + j, kQueryBlock,
+          out[qi[j]] = blk.shared ? index_ap(hist_all.data() + j, kQueryBlock, bins, shift, rec[0].data() + j, kQueryBlock,
                                              n_rec[j], kk, start, rel_start, rel_seen)
-                                  : index_ap(hist_all.data() + j, kQueryBlock, bins, rec[j].data(), 1, n_rec[j], kk,
+                                  : index_ap(hist_all.data() + j, kQueryBlock, bins, shift, rec[j].data(), 1, n_rec[j], kk,
                                              start, rel_start, rel_seen);
         else
           out[qi[j]] = average_ap(reinterpret_cast<const int64_t*>(hist_all.data()) + j * 2, 2 * kQueryBlock, bins);

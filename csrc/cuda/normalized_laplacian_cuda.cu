@@ -18,7 +18,8 @@ namespace {
 constexpr int kThreads = 256;
 
 // One thread per (graph, node): s_i, and (forward only) the row's figures for the input checks,
-// which the host reduces per graph after one copy of [Bt, n, 3].
+// which the host reduces per graph after one copy of [Bt, n, 3]. A non-finite entry makes the row's
+// min A NaN, which the host reports as such.
 template <class T>
 __global__ void degree_kernel(const T* __restrict__ A,     // [Bt, n, n]
                               double* __restrict__ s,      // [Bt, n]
@@ -33,7 +34,7 @@ __global__ void degree_kernel(const T* __restrict__ A,     // [Bt, n, n]
     const double v = a[row * n + j];
     d += v;
     if (stats) {
-      lo = v < lo || v != v ? v : lo;
+      lo = v < lo || !isfinite(v) ? (isfinite(v) ? v : NAN) : lo;  // NaN sticks: NaN < x is false
       const double diff = fabs(v - static_cast<double>(a[j * n + row]));
       asym = diff > asym || diff != diff ? diff : asym;
       scale = v > scale ? v : scale;
@@ -97,6 +98,7 @@ void check_adjacency_stats(const at::Tensor& stats, int64_t Bt, int64_t n) {
       asym = r[1] > asym || r[1] != r[1] ? r[1] : asym;
       scale = r[2] > scale ? r[2] : scale;
     }
+    TORCH_CHECK(lo == lo, "normalized_laplacian: A must be finite, but graph ", b, " has a non-finite entry");
     TORCH_CHECK(lo >= 0.0, "normalized_laplacian: A must be non-negative, but graph ", b, " has an entry ", lo);
     TORCH_CHECK(asym <= kSymmetryTol * scale, "normalized_laplacian: A must be symmetric, but graph ", b,
                 " has max |A - A^T| = ", asym, " > ", kSymmetryTol, " * max(1, max A) = ", kSymmetryTol * scale);
@@ -126,10 +128,7 @@ at::Tensor normalized_laplacian_cuda(const at::Tensor& A) {
 }
 
 at::Tensor normalized_laplacian_backward_cuda(const at::Tensor& grad_L, const at::Tensor& A) {
-  check_square_batch(A, "normalized_laplacian_backward", "A");
-  TORCH_CHECK(grad_L.sizes() == A.sizes() && grad_L.scalar_type() == A.scalar_type(),
-              "normalized_laplacian_backward: grad_L must match A, got ", grad_L.sizes(), " ", grad_L.scalar_type(),
-              " and ", A.sizes(), " ", A.scalar_type());
+  check_normalized_laplacian_backward_inputs(grad_L, A);
   const c10::cuda::CUDAGuard guard(A.device());
   const at::Tensor Ac = A.contiguous(), Gc = grad_L.contiguous();
   at::Tensor gA = at::empty_like(Ac);
