@@ -29,7 +29,9 @@
 // (128 bits); beyond that the bound is the popcount rate (Q x N x words x 2 / 4.2e12 per second).
 // Reaching >= 50% of the HBM bound at Q = 1 needs about 3 MB of loads in flight chip-wide: each
 // thread issues kUnroll = 4 independent row loads before its first compare, 256 threads x 8
-// resident blocks per SM x 4 x 8 B = 64 KB per SM (8.4 MB chip-wide) for 64-bit codes.
+// resident blocks per SM x 4 x 8 B = 64 KB per SM (8.4 MB chip-wide) for 64-bit codes. ptxas
+// (sm_90): the candidate kernel takes 32 registers per thread for 64-bit codes (8 blocks of 256
+// per SM) and 40 for 128-bit codes (6 blocks), no spills.
 // The exact path costs three more passes (histogram, tie count, collect), each B bytes per code
 // per group of kQueries queries, and only for the queries that need it.
 #include <ATen/core/Tensor.h>
