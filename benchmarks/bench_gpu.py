@@ -122,7 +122,7 @@ def bench_eigh(dev, cfg, timer, reps, budget, dtypes):
                 rows.append(name + [ms(t_de), ms(t_ref), f"{t_ref / t_de:.1f}x", f"{max(err, res):.1e}"])
                 print(row(rows[-1]), flush=True)
     return table("eigh: deephash_ext.eigh vs torch.linalg.eigh",
-                 ["dtype", "Bt", "n", "deephash ms", "torch.linalg.eigh ms", "speed-up", "max |err|"], rows)
+                 ["dtype", "Bt", "n", "deephash ms", "torch.linalg.eigh ms", "speed-up", "max abs err"], rows)
 
 
 def bench_spectral(dev, cfg, timer, reps, budget, dtypes, K=8, basis="chebyshev"):
@@ -233,7 +233,7 @@ def bench_map(dev, cfg, timer, reps, budget):
         rows.append([Q, N, ties, k, ms(t), f"{err:.1e}"])
         print(row(rows[-1]), flush=True)
     return table(f"topk_map ({bits} bits, 10 classes, ~50 rows per distinct code)",
-                 ["Q", "N", "ties", "k", "deephash ms", "max |err| vs CPU (50 queries)"], rows)
+                 ["Q", "N", "ties", "k", "deephash ms", "max abs err vs CPU (50 queries)"], rows)
 
 
 def main() -> int:
