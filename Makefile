@@ -13,7 +13,7 @@ SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.
 REQUIREMENTS := $(PY) .ci/requirements.py --without torch
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: all install test demo bench data clean
+.PHONY: all install test demo bench data clean gpu-check
 
 all: install
 
@@ -47,6 +47,12 @@ demo: install data
 bench: install
 	reqs=$$($(REQUIREMENTS) bench) && $(PY) -m pip install -q $$reqs
 	$(PY) benchmarks/bench_retrieval.py
+
+# On a GPU machine: build for sm_90, quick checks, racecheck, CUDA tests, GPU benchmarks into $(OUT).
+# `make gpu-check DRY=1` rehearses it without a GPU (FORCE_CUDA=1 build, the steps on the CPU ops).
+OUT ?= gpu-check-out
+gpu-check:
+	bash benchmarks/gpu_check.sh $(OUT) $(if $(DRY),--dry-run)
 
 clean:
 	rm -rf build deephash_ext/*.so *.egg-info

@@ -41,6 +41,8 @@ void check_adjacency(const T* a,  // [n, n]
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       const double v = a[i * n + j];
+      // inf would pass the sign and symmetry tests (inf - inf is NaN, which compares false) and
+      // give a NaN L: refused on both backends.
       TORCH_CHECK(std::isfinite(v), "normalized_laplacian: A must be finite, but graph ", b,
                   " has a non-finite entry A[", i, ", ", j, "] = ", v);
       TORCH_CHECK(v >= 0.0, "normalized_laplacian: A must be non-negative, but graph ", b, " has A[", i, ", ", j,

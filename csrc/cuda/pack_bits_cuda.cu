@@ -1,4 +1,9 @@
 // pack_bits on CUDA: one thread per output byte.
+//
+// Cost model: reads the input once (bits x sizeof(T) per row) and writes bits / 8 bytes; a thread
+// reads 8 consecutive elements (a warp 256 of them, coalesced up to the row's end). Memory-bound:
+// 1e8 float32 bits = 400 MB in, ~0.1 ms at HBM speed.
+#include <ATen/Dispatch.h>
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
