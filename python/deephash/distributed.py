@@ -151,13 +151,15 @@ def _lost(e: Exception, rank: int) -> ShardError:
 class _Group:
     """The process group (or none, for one process) and a gloo group for the outcome exchanges."""
 
-    def __init__(self, group=None):
+    def __init__(self, group=None, timeout: float | None = None):
         self.group = group
         self.rank, self.world = _rank_world(group)
         self.control = None
         if self.world > 1:
             backend = dist.get_backend(group)
-            self.control = group if backend == "gloo" else dist.new_group(backend="gloo")
+            # NCCL moves the data; the outcome exchanges (Python objects) go over gloo.
+            self.control = group if backend == "gloo" else dist.new_group(
+                backend="gloo", timeout=datetime.timedelta(seconds=timeout) if timeout else None)
             self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         else:
             self.device = torch.device("cpu")
@@ -201,13 +203,17 @@ class _Group:
 
 class ShardedIndex:
     """This rank's shards of a shard folder; :meth:`search` is collective over the process group
-    (every rank calls it). Without an initialised process group, one process holds every shard."""
+    (every rank calls it). Without an initialised process group, one process holds every shard.
 
-    def __init__(self, directory, group=None, verify: str = "lazy", device=None):
+    ``device``: where the shards are searched (default: CPU under gloo, this rank's GPU under NCCL,
+    whose shards are then copied to GPU memory). ``timeout``: seconds, for the gloo group of outcome
+    exchanges that an NCCL process group needs (default: torch's)."""
+
+    def __init__(self, directory, group=None, verify: str = "lazy", device=None, timeout: float | None = None):
         from .index import Index
 
         self.directory = Path(directory)
-        self.g = _Group(group)
+        self.g = _Group(group, timeout)
         self.device = torch.device(device) if device is not None else self.g.device
         rank, world = self.g.rank, self.g.world
 
@@ -410,7 +416,7 @@ def cmd_search_sharded(args, load_codes) -> int:
 
 def _search_command(args, load_codes, cuda: bool) -> int:
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else None
-    sharded = ShardedIndex(args.index, device=device)
+    sharded = ShardedIndex(args.index, device=device, timeout=args.timeout)
     rank = sharded.rank
     codes = None
     if rank == 0:
