@@ -21,9 +21,12 @@ def main() -> int:
     cfg = json.loads(sys.argv[1])
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=cfg["timeout"]))
+    # A generous rendezvous (ranks start at different speeds on a busy machine); the search itself
+    # runs on a group with the test's timeout.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=max(120, cfg["timeout"])))
     try:
-        sharded = ShardedIndex(cfg["dir"])
+        group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=cfg["timeout"]))
+        sharded = ShardedIndex(cfg["dir"], group=group)
         if cfg.get("hang_rank") == rank:
             time.sleep(3600)
         if cfg.get("die_rank") == rank:

@@ -164,6 +164,10 @@ class _Group:
         else:
             self.device = torch.device("cpu")
 
+    def global_rank(self, rank: int) -> int:
+        """The global rank of this group's rank ``rank`` (collectives name src / dst globally)."""
+        return rank if self.group is None else dist.get_global_rank(self.group, rank)
+
     def agree(self, error: str | None, payload=None) -> list:
         """Every rank's payload, once every rank has reported; raises ShardError on all ranks when any
         rank reports an error."""
@@ -313,12 +317,12 @@ class ShardedIndex:
         dev = g.device if g.world > 1 else self.device
         if g.world > 1:
             meta = meta.to(dev)
-            g.call(dist.broadcast, meta, src, group=g.group)
+            g.call(dist.broadcast, meta, g.global_rank(src), group=g.group)
             Q, B, k = (int(v) for v in meta.tolist())
             if g.rank != src:
                 q = torch.empty(Q, B, dtype=torch.uint8)
             q = q.to(dev)
-            g.call(dist.broadcast, q, src, group=g.group)
+            g.call(dist.broadcast, q, g.global_rank(src), group=g.group)
         else:
             k = int(meta[2])
             q = q.to(dev)
@@ -335,7 +339,7 @@ class ShardedIndex:
         else:
             gathered = [[torch.empty_like(t) for _ in range(g.world)] if g.rank == dst else None for t in parts]
             for out, t in zip(gathered, parts):
-                g.call(dist.gather, t, out, dst, group=g.group)
+                g.call(dist.gather, t, out, g.global_rank(dst), group=g.group)
             if g.rank != dst:
                 return None
         d, keys, ids = _merge(*(torch.cat(x, 1) for x in gathered), kk)
