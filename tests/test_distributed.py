@@ -14,7 +14,7 @@ import torch
 
 import deephash_ext as de
 from deephash.distributed import ShardedIndex, ShardError, read_manifest, shard_name
-from deephash.index import Index, IndexError_
+from deephash.index import Index
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dist_worker.py"

@@ -19,7 +19,6 @@ with ``init_process_group(..., timeout=...)``; the CLI's ``--timeout``), again a
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os

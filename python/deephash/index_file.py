@@ -42,6 +42,7 @@ import json
 import mmap
 import os
 import secrets
+import stat
 import struct
 import warnings
 import zlib
@@ -321,7 +322,7 @@ def open_file(path):
         raise IndexError_(f"{path}: cannot read index file ({e.strerror or e})") from e
     try:
         st = os.fstat(fd)
-        if not os.path.isfile(path) or (st.st_mode & 0o170000) != 0o100000:
+        if not stat.S_ISREG(st.st_mode):
             raise IndexError_(f"{path}: not a regular file")
         version, info = read_header(fd, path, st.st_size)
         if version == 1:

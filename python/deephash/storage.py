@@ -85,7 +85,7 @@ class CodeStore:
         s.checked = True
 
     def next_id(self) -> int:
-        """One past the largest id ever added (0 when none): default ids never repeat a removed one."""
+        """One past the largest id held, removed rows included until compacted away (0 when none)."""
         if self._max_id is None:
             m = [int(s.ids.max()) for s in self.segments() if s.rows]
             self._max_id = max(m) if m else -1
