@@ -207,6 +207,13 @@ def test_corrupted_block_is_named_on_access_and_by_verify(tmp_path):
     with pytest.raises(IndexError_, match="block 3"):
         Index.load(p, verify="full")
     assert len(Index.load(p, verify="none").search(packed(2, 64, 1), 5)[0]) == 2  # the caller's choice
+    appended = Index.load(p)
+    appended.add(packed(5, 64, 3), ids=np.arange(5) + 5000)  # (default ids would read, so check, every id)
+    appended.save(p)  # appends without reading the old extent...
+    with pytest.raises(IndexError_, match="block 3 "):
+        appended.search(packed(2, 64, 1), 5)  # ...which is still checked when first searched
+    with pytest.raises(IndexError_, match="block 3 "):
+        appended.save(p, compact=True)  # a rewrite reads every row: the corruption is not copied
 
 
 def test_corrupted_ids_and_two_blocks(tmp_path):

@@ -159,7 +159,11 @@ class CodeStore:
                   chunk_rows: int = 1 << 20) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Rows at positions >= start_row (the live ones only, or all), in order, as ``(codes, ids)``
         numpy chunks: views where possible, no more than one chunk copied at a time."""
-        for s in self.segments():
+        for s in self.segments(check=False):
+            if s.start + s.rows <= start_row:
+                continue  # not read, so not checked
+            if not s.checked:
+                self._check(s)
             for r0 in range(max(0, start_row - s.start), s.rows, chunk_rows):
                 r1 = min(s.rows, r0 + chunk_rows)
                 c, i = s.codes[r0:r1], s.ids[r0:r1]
@@ -231,13 +235,16 @@ class CodeStore:
 
     # -- files --------------------------------------------------------------------------------
 
-    def _adopt(self, f: index_file.MappedFile, checked: bool) -> None:
-        """Become the contents of file f: its extents mapped, its tombstones, an empty tail."""
+    def _adopt(self, f: index_file.MappedFile, checked: int) -> None:
+        """Become the contents of file f: its extents mapped, its tombstones, an empty tail. Extents
+        from the ``checked``-th on were just written from checked data; earlier ones keep their state."""
+        was = [s.checked for s in self.frozen] if self.file is not None else []
         self.file = f
         self.frozen, start = [], 0
         for i, e in enumerate(f.state.extents):
             codes, ids = f.tensors(e)
-            self.frozen.append(Segment(codes, ids, start, i, checked or self.verify_mode == "none"))
+            ok = i >= checked or (i < len(was) and was[i]) or self.verify_mode == "none"
+            self.frozen.append(Segment(codes, ids, start, i, ok))
             start += e.rows
         self.persisted = start
         self.dead = torch.from_numpy(f.state.dead.copy())
@@ -260,7 +267,7 @@ class CodeStore:
         f = opened[1]
         store = cls(f.state.bits)
         store.verify_mode = verify
-        store._adopt(f, checked=False)
+        store._adopt(f, checked=len(f.state.extents))
         if verify == "full":
             store.verify()
         return store
@@ -276,12 +283,12 @@ class CodeStore:
             appended = index_file.append_file(f, lambda: self.iter_rows(self.persisted, live_only=False), self._n,
                                               self.dead.numpy())
             if appended is not None:
-                self._adopt(appended, checked=True)
+                self._adopt(appended, checked=len(f.state.extents))
                 return
         block_rows = (index_file.default_block_rows(self.nbytes) if block_bytes is None
                       else max(1, int(block_bytes) // self.nbytes))
         written = index_file.write_file(path, self.bits, block_rows, lambda: self.iter_rows(), len(self))
-        self._adopt(written, checked=True)
+        self._adopt(written, checked=0)  # every row was read, so checked, to be written
 
     def verify(self) -> int:
         """Check every block's checksums and every row's padding bits; raises naming each bad block.
