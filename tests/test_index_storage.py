@@ -377,6 +377,23 @@ def test_remove_reports_counts_and_default_ids_do_not_repeat():
         idx.search(packed(1, 8, 0))
 
 
+def test_meta_travels_with_the_file(tmp_path):
+    p = tmp_path / "meta.idx"
+    idx = Index(16).add(packed(20, 16, 0))
+    idx._store.meta = {"kind": "mih", "m": 2}
+    idx.save(p)
+    back = Index.load(p)
+    assert back._store.meta == {"kind": "mih", "m": 2}
+    back.add(packed(3, 16, 1))
+    back._store.meta["m"] = 3
+    back.save(p)  # an append writes a new directory, with the new meta
+    assert len(Index.load(p)._store.file.state.extents) == 2 and Index.load(p)._store.meta["m"] == 3
+    back.compact()
+    assert back._store.meta == {"kind": "mih", "m": 3}
+    back.shard(2, tmp_path / "sh")
+    assert Index.load(tmp_path / "sh" / "shard-00001-of-00002.idx")._store.meta["kind"] == "mih"
+
+
 def test_compact_drops_the_mapping(tmp_path):
     p = tmp_path / "c.idx"
     Index(16).add(packed(20, 16, 0)).save(p)

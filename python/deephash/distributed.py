@@ -98,7 +98,7 @@ def write_shards(index, shards, directory) -> list[str]:
     for i, n in enumerate(sizes):
         name = shard_name(i, len(sizes))
         chunks = lambda lo=lo, n=n: _slice_rows(store.iter_rows(), lo, lo + n)  # noqa: E731
-        index_file.write_file(out / name, index.bits, block_rows, chunks, n)
+        index_file.write_file(out / name, index.bits, block_rows, chunks, n, store.meta)
         entries.append({"file": name, "rows": n, "offset": lo})
         paths.append(str(out / name))
         lo += n

@@ -16,10 +16,11 @@ Version 2 (written by this module; little-endian throughout)::
       extent ids     int64[rows], starting on a 64-byte boundary after the codes
       directory      b"DHDIR\\0\\0\\0", uint64 n, n bytes of UTF-8 JSON
                      {"extents": [{"rows", "codes", "ids", "crc": [[codes crc32, ids crc32] per block]}],
-                      "dead": d}, padding to 8 bytes, int64[d] dead row positions (sorted)
+                      "dead": d, "meta": {...}}, padding to 8 bytes, int64[d] dead row positions (sorted)
 
 An index is the concatenation of its extents, rows numbered from 0 in that order (the insertion
-order); ``dead`` lists the rows removed since the last full save (tombstones). A full save writes
+order); ``dead`` lists the rows removed since the last full save (tombstones); ``meta`` holds what
+the Index keeps about itself beyond its rows (a JSON object, ``{}`` by default). A full save writes
 one extent, no tombstones. An incremental save appends one extent (the rows added since the file
 was opened) and a new directory, then points the older of the two header slots at it: the slot
 with the highest ``seq`` whose checksums hold is the current version, so a reader (or a save
@@ -88,6 +89,7 @@ class State:
     extents: list[Extent]
     dead: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     size: int = 0  # bytes of the file when this state was read (all it refers to lies below)
+    meta: dict = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
@@ -200,11 +202,11 @@ def _parse_directory(raw: bytes, path, bits: int, block_rows: int, seq: int, siz
         raise bad("directory shorter than announced")
     try:
         d = json.loads(raw[16:16 + n].decode("utf-8"))
-        extents_raw, ndead = d["extents"], d["dead"]
+        extents_raw, ndead, meta = d["extents"], d["dead"], d.get("meta", {})
     except (ValueError, KeyError, TypeError) as e:
         raise bad(f"unreadable directory: {e}") from None
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
-    if not isinstance(extents_raw, list) or not is_int(ndead):
+    if not isinstance(extents_raw, list) or not is_int(ndead) or not isinstance(meta, dict):
         raise bad("unreadable directory")
     nbytes = (bits + 7) // 8
     extents = []
@@ -227,7 +229,7 @@ def _parse_directory(raw: bytes, path, bits: int, block_rows: int, seq: int, siz
     dead = np.frombuffer(raw, dtype="<i8", count=ndead, offset=at).astype(np.int64)
     if ndead and (dead[0] < 0 or dead[-1] >= total or (ndead > 1 and not (np.diff(dead) > 0).all())):
         raise bad("tombstones out of order or out of range")
-    return State(bits, block_rows, seq, extents, dead, size)
+    return State(bits, block_rows, seq, extents, dead, size, meta)
 
 
 def read_v1(fd: int, path, size: int, bits: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -402,10 +404,10 @@ class _Writer:
         icrc = self._stream((np.asarray(i, dtype="<i8") for _, i in chunks()), 8, rows)
         return Extent(rows, codes_at, ids_at, [list(p) for p in zip(ccrc, icrc)])
 
-    def directory(self, extents: list[Extent], dead: np.ndarray) -> tuple[int, int, int]:
+    def directory(self, extents: list[Extent], dead: np.ndarray, meta: dict) -> tuple[int, int, int]:
         """Writes the directory; returns (offset, length, crc32)."""
         self._pad_to(8)
-        doc = json.dumps({"extents": [e.__dict__ for e in extents], "dead": int(len(dead))},
+        doc = json.dumps({"extents": [e.__dict__ for e in extents], "dead": int(len(dead)), "meta": meta},
                          separators=(",", ":")).encode()
         raw = _DIR_MAGIC + struct.pack("<Q", len(doc)) + doc
         raw += bytes(_align(len(raw), 8) - len(raw)) + np.asarray(dead, dtype="<i8").tobytes()
@@ -428,7 +430,7 @@ def _fsync_dir(path) -> None:
         os.close(fd)
 
 
-def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int) -> MappedFile:
+def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int, meta: dict | None = None) -> MappedFile:
     """Write a new file of one extent (``chunks()`` yields ``(codes, ids)`` arrays, ``rows`` in all, and
     is called twice: once for the codes, once for the ids) and put it at ``path`` atomically: a
     temporary file of a name unique to this writer, fsync, rename, fsync of the folder. Returns the
@@ -446,12 +448,12 @@ def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int) -> M
             f.write(pre + bytes(PAGE - len(pre)))
             w = _Writer(f, bits, block_rows, PAGE)
             extents = [w.extent(chunks, rows)] if rows else []
-            at, length, crc = w.directory(extents, np.empty(0, np.int64))
+            at, length, crc = w.directory(extents, np.empty(0, np.int64), meta or {})
             f.flush()
             os.pwrite(f.fileno(), _slot(pre, 1, at, length, rows, rows, crc), _SLOT_AT[1])
             os.fsync(f.fileno())
             size = os.fstat(f.fileno()).st_size
-            state = State(bits, block_rows, 1, extents)
+            state = State(bits, block_rows, 1, extents, meta=dict(meta or {}))
             mapped = MappedFile(f.fileno(), path, state, size)
         os.replace(tmp, path)
     except BaseException as e:
@@ -466,7 +468,8 @@ def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int) -> M
     return mapped
 
 
-def append_file(source: MappedFile, chunks: Chunks, new_rows: int, dead: np.ndarray) -> MappedFile | None:
+def append_file(source: MappedFile, chunks: Chunks, new_rows: int, dead: np.ndarray,
+                meta: dict | None = None) -> MappedFile | None:
     """Append ``new_rows`` rows as one extent and the tombstones ``dead`` to the file ``source`` was
     opened from, in place, under an exclusive lock. Returns the file mapped again, or None when the
     file at ``source.path`` is no longer the one ``source`` holds (replaced or saved since, or too many
@@ -492,7 +495,7 @@ def append_file(source: MappedFile, chunks: Chunks, new_rows: int, dead: np.ndar
             f.seek(st.st_size)
             w = _Writer(f, old.bits, old.block_rows, st.st_size)
             extents = list(old.extents) + ([w.extent(chunks, new_rows)] if new_rows else [])
-            at, length, crc = w.directory(extents, dead)
+            at, length, crc = w.directory(extents, dead, meta or {})
             f.flush()
         os.fsync(fd)  # the data and directory first, then the slot that points at them
         rows = sum(e.rows for e in extents)
@@ -500,7 +503,8 @@ def append_file(source: MappedFile, chunks: Chunks, new_rows: int, dead: np.ndar
         os.pwrite(fd, _slot(pre, seq, at, length, rows, rows - len(dead), crc), _SLOT_AT[seq % 2])
         os.fsync(fd)
         size = os.fstat(fd).st_size
-        return MappedFile(fd, path, State(old.bits, old.block_rows, seq, extents, np.asarray(dead, np.int64)), size)
+        state = State(old.bits, old.block_rows, seq, extents, np.asarray(dead, np.int64), meta=dict(meta or {}))
+        return MappedFile(fd, path, state, size)
     except OSError as e:
         raise IndexError_(f"{path}: cannot write index file ({e.strerror or e})") from e
     finally:

@@ -56,6 +56,8 @@ class CodeStore:
         self.dead = torch.empty(0, dtype=torch.int64)
         self._live: tuple[torch.Tensor, torch.Tensor] | None = None
         self._max_id: int | None = None
+        # Saved with the rows and restored on load (a JSON object): what an Index keeps about itself.
+        self.meta: dict = {}
 
     # -- rows ---------------------------------------------------------------------------------
 
@@ -175,8 +177,9 @@ class CodeStore:
     def compact(self) -> None:
         """Copy the live rows into one in-memory segment (drops tombstones and the file mapping)."""
         codes, ids = self.live()
-        codes, ids = codes.clone(), ids.clone()
+        codes, ids, meta = codes.clone(), ids.clone(), self.meta
         self.__init__(self.bits)
+        self.meta = meta
         self.add(codes, ids)
 
     # -- search -------------------------------------------------------------------------------
@@ -267,6 +270,7 @@ class CodeStore:
         f = opened[1]
         store = cls(f.state.bits)
         store.verify_mode = verify
+        store.meta = dict(f.state.meta)
         store._adopt(f, checked=len(f.state.extents))
         if verify == "full":
             store.verify()
@@ -281,13 +285,13 @@ class CodeStore:
                 and int(self.dead.numel()) * 2 <= max(self.rows, 1)):
             # The tail goes in whole, dead rows included, so every row keeps its position.
             appended = index_file.append_file(f, lambda: self.iter_rows(self.persisted, live_only=False), self._n,
-                                              self.dead.numpy())
+                                              self.dead.numpy(), self.meta)
             if appended is not None:
                 self._adopt(appended, checked=len(f.state.extents))
                 return
         block_rows = (index_file.default_block_rows(self.nbytes) if block_bytes is None
                       else max(1, int(block_bytes) // self.nbytes))
-        written = index_file.write_file(path, self.bits, block_rows, lambda: self.iter_rows(), len(self))
+        written = index_file.write_file(path, self.bits, block_rows, lambda: self.iter_rows(), len(self), self.meta)
         self._adopt(written, checked=0)  # every row was read, so checked, to be written
 
     def verify(self) -> int:
