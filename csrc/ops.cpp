@@ -11,6 +11,9 @@ TORCH_LIBRARY(deephash_ext, m) {
   m.def("hamming_distance(Tensor q, Tensor db) -> Tensor");
   m.def("hamming_topk(Tensor q, Tensor db, int k) -> (Tensor, Tensor)");
   m.def("topk_map(Tensor q, Tensor db, Tensor q_labels, Tensor db_labels, int k, str ties) -> Tensor");
+  // Every row within radius: (lims int64[Q + 1], distances int32[M], rows int64[M]), FAISS's range-search
+  // layout; query i's hits are [lims[i], lims[i + 1]), ordered by (distance, row).
+  m.def("hamming_range(Tensor q, Tensor db, int radius) -> (Tensor, Tensor, Tensor)");
 
   // Spectral graph filtering over a batch of graphs [Bt, n, n].
   m.def("normalized_laplacian(Tensor A) -> Tensor");

@@ -10,6 +10,7 @@ from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from .ops import (
     eigh,
     hamming_distance,
+    hamming_range,
     hamming_topk,
     normalized_laplacian,
     pack_bits,
@@ -27,6 +28,7 @@ __all__ = [
     "unpack_bits",
     "hamming_distance",
     "hamming_topk",
+    "hamming_range",
     "topk_map",
     "normalized_laplacian",
     "eigh",

@@ -32,6 +32,13 @@ def hamming_topk(q: Tensor, db: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return _lib.hamming_topk.default(q, db, k)
 
 
+def hamming_range(q: Tensor, db: Tensor, radius: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Every database row within Hamming ``radius`` (inclusive) of each query, exact, in FAISS's
+    range-search layout: ``(lims int64[Q + 1], distances int32[M], rows int64[M])``; query ``i``'s hits
+    are ``lims[i]:lims[i + 1]``, ordered by (distance, row)."""
+    return _lib.hamming_range.default(q, db, radius)
+
+
 def topk_map(q: Tensor, db: Tensor, q_labels: Tensor, db_labels: Tensor, k: int = 0,
              ties: str = "index") -> Tensor:
     """Per-query AP@k (``float64[Q]``) of the Hamming ranking; ``k <= 0`` ranks the whole database.
@@ -113,6 +120,16 @@ def _hamming_topk_fake(q, db, k):
     torch._check(k >= 1, lambda: f"hamming_topk: k must be >= 1, got {k}")
     kk = torch.sym_min(k, db.shape[0])
     return (q.new_empty((q.shape[0], kk), dtype=torch.int32), q.new_empty((q.shape[0], kk), dtype=torch.int64))
+
+
+@torch.library.register_fake("deephash_ext::hamming_range")
+def _hamming_range_fake(q, db, radius):
+    _check_pair(q, db)
+    torch._check(radius >= 0, lambda: f"hamming_range: radius must be >= 0, got {radius}")
+    # The number of hits depends on the data.
+    m = torch.library.get_ctx().new_dynamic_size()
+    return (q.new_empty((q.shape[0] + 1,), dtype=torch.int64), q.new_empty((m,), dtype=torch.int32),
+            q.new_empty((m,), dtype=torch.int64))
 
 
 _MULTI_HOT_DTYPES = (torch.bool, torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)

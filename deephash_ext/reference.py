@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "topk_map", "normalized_laplacian", "eigh",
+__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "hamming_range", "topk_map", "normalized_laplacian", "eigh",
            "spectral_filter", "chebyshev_basis", "spline_basis"]
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
@@ -50,6 +50,21 @@ def hamming_topk(q: Tensor, db: Tensor, k: int) -> tuple[Tensor, Tensor]:
     # A stable sort orders equal distances by row index.
     dist, rows = torch.sort(d, dim=1, stable=True)
     return dist[:, :kk].contiguous(), rows[:, :kk].contiguous()
+
+
+def hamming_range(q: Tensor, db: Tensor, radius: int) -> tuple[Tensor, Tensor, Tensor]:
+    if radius < 0:
+        raise ValueError(f"hamming_range: radius must be >= 0, got {radius}")
+    Q = q.shape[0]
+    d = hamming_distance(q, db)
+    # No distance exceeds 8 bytes-per-code; beyond int32, a comparison with the tensor would wrap.
+    qi, rows = torch.nonzero(d <= min(radius, 8 * q.shape[1]), as_tuple=True)  # row-major: by query, then row
+    dist = d[qi, rows]
+    # A stable sort by (query, distance) keeps rows ascending within a distance.
+    order = torch.sort(qi * (8 * q.shape[1] + 1) + dist, stable=True).indices
+    lims = torch.zeros(Q + 1, dtype=torch.int64, device=q.device)
+    lims[1:] = torch.bincount(qi, minlength=Q).cumsum(0)
+    return lims, dist[order].to(torch.int32), rows[order]
 
 
 def relevance(q_labels: Tensor, db_labels: Tensor) -> Tensor:

@@ -140,4 +140,10 @@ inline MapArgs check_topk_map_inputs(const at::Tensor& q, const at::Tensor& db, 
   return {ties, multi_hot, effective_map_k(k, db.size(0), ties)};
 }
 
+// hamming_range: a code pair, radius >= 0, and widths whose distances fit the int32 output.
+inline void check_range_inputs(const at::Tensor& q, const at::Tensor& db, int64_t radius) {
+  check_code_pair(q, db);
+  TORCH_CHECK(radius >= 0, "hamming_range: radius must be >= 0, got ", radius);
+}
+
 }  // namespace deephash

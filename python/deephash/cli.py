@@ -3,7 +3,8 @@
     deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--seed-compatible] --out RUN
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx
-    deephash search --index DB.idx --codes Q.npz [-k K] [--out RESULTS.npz]
+    deephash search --index DB.idx|SHARD_DIR --codes Q.npz [-k K] [--out RESULTS.npz]
+    deephash shard  --index DB.idx --shards N|N1,N2,... --out SHARD_DIR
     deephash eval   --query Q.npz --db DB.npz [--out DIR]
     deephash demo   [--data fashion-mnist] [--bits 64] [--out runs/demo]
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
@@ -171,6 +172,9 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     from .index import Index
 
+    if Path(args.index).is_dir():  # a shard folder: sharded search (deephash.distributed)
+        from .distributed import cmd_search_sharded
+        return cmd_search_sharded(args, load_codes)
     idx = Index.load(args.index)
     c = load_codes(args.codes)
     if c["bits"] != idx.bits:
@@ -278,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None)
     s.add_argument("--show", type=int, default=5, help="queries to print")
     s.set_defaults(func=cmd_search)
+    from .distributed import add_cli
+    add_cli(sub, s)  # search's sharded-search options, and `deephash shard`
 
     v = sub.add_parser("eval", help="mAP, precision and PR curve of query codes against database codes")
     v.add_argument("--query", required=True)

@@ -1,64 +1,48 @@
 """``deephash.Index``: packed binary codes with integer ids and exact Hamming search.
 
-File format (little-endian), written by :meth:`Index.save`:
-
-====== ======================= ==============================================
-offset field                   value
-====== ======================= ==============================================
-0      magic                   ``b"DHIDX\\0"`` (6 bytes)
-6      version                 ``uint16`` = 1
-8      bits                    ``uint32``
-12     count                   ``uint64``
-20     ids                     ``int64[count]``
-...    codes                   ``uint8[count, ceil(bits/8)]`` (SPEC.md's packed layout)
-end-32 checksum                SHA-256 of every byte before it
-====== ======================= ==============================================
-
-:meth:`Index.load` refuses a file whose magic, version, size or checksum is wrong, naming the file.
+The rows live in :mod:`deephash.storage` (segments, tombstones, amortised appends) and on disk in
+the format of :mod:`deephash.index_file` (also in docs/formats.md): :meth:`Index.load` maps the file
+(no copy of the codes or ids; opening costs the header and directory), :meth:`Index.save` writes a
+new file atomically or appends to the file the index came from. Search results are ordered by
+(distance, insertion order), removed rows excluded.
 """
 from __future__ import annotations
-
-import hashlib
-import os
-import struct
 
 import numpy as np
 import torch
 
 import deephash_ext
 
+from .index_file import IndexError_, padding_mask
 from .metrics import as_packed
+from .storage import CodeStore
 
-MAGIC = b"DHIDX\0"
-VERSION = 1
-_HEADER = struct.Struct("<6sHIQ")
-
-
-class IndexError_(ValueError):
-    """A bad index file or a code width that does not match the index."""
+__all__ = ["Index", "IndexError_"]
 
 
 class Index:
     """An exact Hamming index over ``bits``-bit codes."""
 
     def __init__(self, bits: int):
-        if not 1 <= int(bits) <= 1 << 20:
-            raise ValueError(f"bits must be positive, got {bits}")
+        if isinstance(bits, bool) or not 1 <= int(bits) <= 1 << 20:
+            raise ValueError(f"bits must be in 1..{1 << 20}, got {bits}")
         self.bits = int(bits)
         self.nbytes = (self.bits + 7) // 8
-        self._codes = torch.empty(0, self.nbytes, dtype=torch.uint8)
-        self._ids = torch.empty(0, dtype=torch.int64)
+        self._store = CodeStore(self.bits)
 
     def __len__(self) -> int:
-        return int(self._ids.numel())
+        return len(self._store)
 
     @property
     def codes(self) -> torch.Tensor:
-        return self._codes
+        """``uint8[len, nbytes]``, the live codes in insertion order. For a loaded index this is the
+        mapped file itself (read-only: do not write into it); after adds or removals, a copy."""
+        return self._store.live()[0]
 
     @property
     def ids(self) -> torch.Tensor:
-        return self._ids
+        """``int64[len]``, the ids of :attr:`codes`."""
+        return self._store.live()[1]
 
     def _pack(self, codes) -> torch.Tensor:
         t = torch.as_tensor(codes)
@@ -67,60 +51,100 @@ class Index:
         p = as_packed(t)
         if p.dim() != 2 or p.shape[1] != self.nbytes:
             raise IndexError_(f"packed codes must be uint8[N, {self.nbytes}] for {self.bits} bits, got {tuple(p.shape)}")
+        mask = padding_mask(self.bits)
+        if mask and p.shape[0]:
+            bad = torch.nonzero(p[:, -1] & mask).flatten()
+            if bad.numel():
+                # They would count in every distance.
+                raise IndexError_(f"packed code {int(bad[0])} has non-zero padding bits: a {self.bits}-bit code "
+                                  f"uses only the low {self.bits % 8} bits of its last byte (pack with pack_bits)")
         return p
 
     def add(self, codes, ids=None) -> "Index":
-        """Add codes (packed ``uint8`` or real / ±1 ``[N, bits]``); ids default to 0.. in order of addition."""
+        """Add codes (packed ``uint8`` or real / ±1 ``[N, bits]``) with their ids; ids default to
+        consecutive numbers after the largest id so far (``0..N-1`` for an empty index). Amortised:
+        the in-memory part grows geometrically, so N single-row adds cost O(N) copying."""
         p = self._pack(codes)
         if ids is None:
-            ids = torch.arange(len(self), len(self) + p.shape[0], dtype=torch.int64)
+            start = self._store.next_id()
+            ids = torch.arange(start, start + p.shape[0], dtype=torch.int64)
         ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(-1)
         if ids.numel() != p.shape[0]:
             raise IndexError_(f"{ids.numel()} ids for {p.shape[0]} codes")
-        self._codes = torch.cat([self._codes, p])
-        self._ids = torch.cat([self._ids, ids])
+        self._store.add(p, ids)
+        return self
+
+    def remove(self, ids) -> int:
+        """Remove every row whose id is in ``ids``; returns how many rows went. Rows are marked dead
+        (tombstones) and skipped by every search; :meth:`compact` or ``save(..., compact=True)``
+        drops them for good (a full save always does)."""
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(-1)
+        return self._store.remove(ids)
+
+    def compact(self) -> "Index":
+        """Copy the live rows into memory, dropping tombstones (and the mapping of a loaded index)."""
+        self._store.compact()
         return self
 
     def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distances int32[Q, k'], ids int64[Q, k'])``, ``k' = min(k, len)``, sorted by (distance, insertion order)."""
         if len(self) == 0:
             raise IndexError_("search on an empty index")
-        d, rows = deephash_ext.hamming_topk(self._pack(queries), self._codes, int(k))
-        return d, self._ids[rows]
+        d, ids, _ = self._store.search(self._pack(queries), int(k))
+        return d, ids
 
-    def save(self, path) -> None:
-        body = _HEADER.pack(MAGIC, VERSION, self.bits, len(self))
-        body += self._ids.numpy().astype("<i8").tobytes() + self._codes.numpy().tobytes()
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(body + hashlib.sha256(body).digest())
-        os.replace(tmp, path)
+    def range_search(self, queries, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every code within Hamming ``radius`` (inclusive) of each query: ``(lims int64[Q+1],
+        distances int32[M], ids int64[M])``, query ``i``'s hits at ``lims[i]:lims[i+1]`` sorted by
+        (distance, insertion order) (FAISS's range-search layout; FAISS's own radius is exclusive)."""
+        lims, d, ids, _ = self._store.range_search(self._pack(queries), int(radius))
+        return lims, d, ids
+
+    def save(self, path, compact: bool = False, block_bytes: int | None = None) -> None:
+        """Write the index to ``path`` (format version 2), then serve it from the written file.
+
+        When ``path`` is the file this index was loaded from (or last saved to) and nobody saved
+        there since, the rows added and the removals since are appended in place (the file is not
+        rewritten); otherwise, or with ``compact=True``, the live rows are written to a new file
+        that replaces ``path`` atomically. Either way a reader sees the old version or the new one.
+        ``block_bytes`` sets the size of the checksum blocks (default 64 MiB of codes)."""
+        self._store.save(path, compact=compact, block_bytes=block_bytes)
 
     @classmethod
-    def load(cls, path) -> "Index":
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise IndexError_(f"{path}: cannot read index file ({e})") from e
-        if len(raw) < _HEADER.size + 32:
-            raise IndexError_(f"{path}: truncated index file ({len(raw)} bytes, shorter than the header)")
-        magic, version, bits, count = _HEADER.unpack_from(raw)
-        if magic != MAGIC:
-            raise IndexError_(f"{path}: not a deephash index file (bad magic {magic!r})")
-        if version != VERSION:
-            raise IndexError_(f"{path}: index file version {version}, this deephash reads version {VERSION}")
-        nbytes = (bits + 7) // 8
-        expected = _HEADER.size + count * (8 + nbytes) + 32
-        if bits < 1 or len(raw) != expected:
-            raise IndexError_(f"{path}: truncated or corrupted index file ({len(raw)} bytes, the header "
-                              f"announces {count} codes of {bits} bits = {expected} bytes)")
-        if hashlib.sha256(raw[:-32]).digest() != raw[-32:]:
-            raise IndexError_(f"{path}: corrupted index file (checksum mismatch)")
-        idx = cls(bits)
-        off = _HEADER.size
-        idx._ids = torch.from_numpy(np.frombuffer(raw, dtype="<i8", count=count, offset=off).astype(np.int64))
-        off += 8 * count
-        idx._codes = torch.from_numpy(
-            np.frombuffer(raw, dtype=np.uint8, count=count * nbytes, offset=off).reshape(count, nbytes).copy())
+    def load(cls, path, verify: str = "lazy") -> "Index":
+        """Open an index file (version 1 or 2). Version 2 is memory-mapped: nothing but the header
+        and directory is read. ``verify``: ``"lazy"`` checks a part's block checksums the first time
+        it is searched, ``"full"`` checks every block now, ``"none"`` never (see :meth:`verify`)."""
+        store = CodeStore.load(path, verify=verify)
+        idx = cls(store.bits)
+        idx._store = store
         return idx
+
+    def verify(self) -> int:
+        """Check every block's checksums and the padding bits; raises :class:`IndexError_` naming each
+        corrupted block. Returns the number of blocks checked (0 for an index never saved)."""
+        return self._store.verify()
+
+    def to_faiss(self):
+        """This index as a FAISS binary index (``IndexBinaryFlat``, or ``IndexBinaryIDMap`` around it
+        when the ids are not ``0..len-1``): the same bytes, so the same distances."""
+        from .faiss_interop import to_faiss
+
+        return to_faiss(self)
+
+    @classmethod
+    def from_faiss(cls, index, bits: int | None = None) -> "Index":
+        """An Index of the codes (and ids) of a FAISS ``IndexBinaryFlat`` / ``IndexBinaryIDMap``."""
+        from .faiss_interop import from_faiss
+
+        return from_faiss(cls, index, bits)
+
+    def shard(self, shards, directory) -> list[str]:
+        """Split the live rows into ``shards`` contiguous parts (a count, or a list of sizes) written to
+        ``directory`` with a manifest, for :mod:`deephash.distributed`; returns the shard paths."""
+        from .distributed import write_shards
+
+        return write_shards(self, shards, directory)
+
+    def __repr__(self) -> str:
+        return f"Index(bits={self.bits}, rows={len(self)})"
