@@ -35,8 +35,6 @@ struct SpectralFilterKernels {
 };
 
 extern const SpectralFilterKernels kSpectralFilterCpu;
-#ifdef DEEPHASH_WITH_CUDA
-extern const SpectralFilterKernels kSpectralFilterCuda;
-#endif
+extern const SpectralFilterKernels kSpectralFilterCuda;  // defined in CUDA builds only
 
 }  // namespace deephash

@@ -176,30 +176,53 @@ class Candidates {
   [[gnu::always_inline]] int64_t scan_sparse(const Code& code, const uint8_t* db, int64_t stride, int64_t r,
                                              int64_t r1, int64_t kk, Regs& s) {
     constexpr int64_t kStep = Code::kRowsPerTest;
-    for (const uint8_t* p = db + r * stride; r + kStep <= r1; r += kStep, p += kStep * stride) {
+    const int64_t groups = (r1 - r) / kStep;
+    const uint8_t* const first = db + r * stride;
+    const uint8_t* const end = first + groups * kStep * stride;
+    for (const uint8_t* p = first; p != end; p += kStep * stride) {
       int32_t d[kStep];
-      if (uint32_t pass = code.within(p, s.accept, d); __builtin_expect(pass != 0, 0)) {
-        if (s.size + kStep > s.cap) {
-          s = trimmed(s, kk);  // the threshold may drop: only rows within the new one may count
-          pass = 0;
-          for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(d[u] <= s.accept) << u;
-        }
-        s.within += __builtin_popcount(pass);
-        for (; pass; pass &= pass - 1) {
-          const int u = __builtin_ctz(pass);
-          s.dist[s.size] = d[u];
-          s.row[s.size] = r + u;
-          ++s.size;
-          ++s.hist[d[u]];
-        }
-        if (s.within >= kk) {
-          select(kk);
-          s.accept = accept_;
-          s.within = within_;
-        }
+      uint32_t pass = 0;
+      p = next_passing_group(code, p, end, kStep * stride, s.accept, d, pass);
+      if (p == end) break;
+      const int64_t row = r + (p - first) / stride;
+      if (s.size + kStep > s.cap) {
+        s = trimmed(s, kk);  // the threshold may drop: only rows within the new one may count
+        pass = 0;
+        for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(d[u] <= s.accept) << u;
+      }
+      s.within += __builtin_popcount(pass);
+      for (; pass; pass &= pass - 1) {
+        const int u = __builtin_ctz(pass);
+        s.dist[s.size] = d[u];
+        s.row[s.size] = row + u;
+        ++s.size;
+        ++s.hist[d[u]];
+      }
+      if (s.within >= kk) {
+        select(kk);
+        s.accept = accept_;
+        s.within = within_;
       }
     }
-    return r;
+    return r + groups * kStep;
+  }
+
+  // From the group of rows at p on, the first with a row within accept (pass: the mask of those rows,
+  // d: the group's distances), or end. The scan's hot loop, kept apart so that it holds no call: with
+  // the trim's call in the same loop the compiler kept the query and the popcount tables in memory and
+  // reloaded them at every step (hamming_topk 20% slower at 128 bits than with this split).
+  template <class Code>
+  [[gnu::noinline, gnu::flatten]] static const uint8_t* next_passing_group(const Code& code, const uint8_t* p,
+                                                                           const uint8_t* end, int64_t step,
+                                                                           int32_t accept, int32_t* d,
+                                                                           uint32_t& pass) {
+    for (; p != end; p += step) {
+      if (const uint32_t m = code.within(p, accept, d); __builtin_expect(m != 0, 0)) {
+        pass = m;
+        return p;
+      }
+    }
+    return end;
   }
 
   template <class Code>
