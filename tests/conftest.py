@@ -8,6 +8,21 @@ import torch
 torch.set_num_threads(1)
 
 
+def _cuda_ready():
+    import deephash_ext
+
+    return torch.cuda.is_available() and deephash_ext.cuda_compiled()
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """The device an op test runs on: every op test runs on the CPU and, with a GPU and a build with the
+    CUDA kernels, on CUDA (skipped otherwise). Inputs are made on the CPU and moved."""
+    if request.param == "cuda" and not _cuda_ready():
+        pytest.skip("needs a GPU and a build with CUDA kernels")
+    return request.param
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs on real Fashion-MNIST (minutes); run with -m slow")
 
