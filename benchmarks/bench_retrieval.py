@@ -6,6 +6,7 @@ Prints one markdown table of medians and ratios (baseline time / ours, so > 1 me
     python benchmarks/bench_retrieval.py                 # the full run recorded in benchmarks/results/
     python benchmarks/bench_retrieval.py --quick         # small sizes, a smoke run
     python benchmarks/bench_retrieval.py --only faiss --faiss-sizes 1000000   # one group, one size
+    python benchmarks/bench_retrieval.py --no-baselines  # our ops only: before/after runs of two builds
 """
 from __future__ import annotations
 
@@ -44,10 +45,18 @@ def codes(n, bits, seed):
 
 
 class Table:
-    def __init__(self):
+    def __init__(self, baselines=True):
         self.rows = []
+        self.baselines = baselines  # False: time our ops only (e.g. to compare two builds)
+
+    def base(self, fn, repeats):
+        """Median time of a baseline, or None when baselines are off."""
+        return median_time(fn, repeats) if self.baselines else None
 
     def add(self, op, config, ours, base_name, base, note=""):
+        if base is None:
+            print(f"| {op} | {config} | {ours * 1e3:.2f} | {base_name} | - | - | not run |", flush=True)
+            return
         ratio = base / ours if ours > 0 else float("inf")
         self.rows.append((op, config, ours * 1e3, base_name, base * 1e3, ratio, note))
         print(f"| {op} | {config} | {ours * 1e3:.2f} | {base_name} | {base * 1e3:.2f} | {ratio:.2f}x | {note} |",
@@ -58,15 +67,15 @@ def bench_bits_ops(t, quick, repeats):
     n = 20_000 if quick else 200_000
     x = torch.randn(n, 64)
     t.add("pack_bits", f"[{n}, 64] float32", median_time(lambda: de.pack_bits(x), repeats), "reference",
-          median_time(lambda: ref.pack_bits(x), repeats))
+          t.base(lambda: ref.pack_bits(x), repeats))
     p = de.pack_bits(x)
     t.add("unpack_bits", f"[{n}, 8] -> 64 bits", median_time(lambda: de.unpack_bits(p, 64), repeats), "reference",
-          median_time(lambda: ref.unpack_bits(p, 64), repeats))
+          t.base(lambda: ref.unpack_bits(p, 64), repeats))
     q, db = codes(100, 64, 1), codes(2_000 if quick else 20_000, 64, 2)
     t.add("hamming_distance", f"Q=100 N={db.shape[0]} 64b", median_time(lambda: de.hamming_distance(q, db), repeats),
-          "reference", median_time(lambda: ref.hamming_distance(q, db), repeats))
+          "reference", t.base(lambda: ref.hamming_distance(q, db), repeats))
     t.add("hamming_topk", f"Q=100 N={db.shape[0]} 64b k=10", median_time(lambda: de.hamming_topk(q, db, 10), repeats),
-          "reference", median_time(lambda: ref.hamming_topk(q, db, 10), repeats))
+          "reference", t.base(lambda: ref.hamming_topk(q, db, 10), repeats))
 
 
 def bench_topk_vs_faiss(t, quick, repeats, sizes=None):
@@ -86,10 +95,10 @@ def bench_topk_vs_faiss(t, quick, repeats, sizes=None):
             index.add(dbn)
             for k in (10, 100, 1000):
                 ours = median_time(lambda: de.hamming_topk(q, db, k), repeats)
-                theirs = median_time(lambda: faiss_binary_knn(qn, dbn, k, index), repeats)
+                theirs = t.base(lambda: faiss_binary_knn(qn, dbn, k, index), repeats)
                 # Same distances (FAISS orders ties its own way, so rows may differ inside a tie).
-                fd, _ = faiss_binary_knn(qn[:20], dbn, k, index)
-                same = np.array_equal(fd, de.hamming_topk(q[:20], db, k)[0].numpy())
+                same = t.baselines and np.array_equal(faiss_binary_knn(qn[:20], dbn, k, index)[0],
+                                                      de.hamming_topk(q[:20], db, k)[0].numpy())
                 pairs = Q * N / ours
                 t.add("hamming_topk", f"Q={Q} N={N:.0e} {bits}b k={k}", ours, "faiss IndexBinaryFlat", theirs,
                       f"{pairs / 1e9:.2f}e9 pairs/s; distances equal: {same}")
@@ -108,16 +117,20 @@ def bench_topk_map(t, quick, repeats):
         kk = N if k == 0 else k
         ours = median_time(lambda: de.topk_map(q, db, ql, dl, k, "index"), repeats)
         mine = de.topk_map(q, db, ql, dl, k, "index").mean().item()
-        loop_t0 = time.perf_counter()
-        theirs_map = ref.literature_topk_map(qs, dbs, qo, dbo, kk)
-        loop_time = time.perf_counter() - loop_t0  # one run: the loop takes seconds
-        t.add("topk_map", f"Q={Q} N={N} {bits}b k={'all' if k == 0 else k}", ours, "literature numpy loop",
-              loop_time, f"mAP {mine:.6f} vs {theirs_map:.6f}, |diff| {abs(mine - theirs_map):.1e}")
+        config = f"Q={Q} N={N} {bits}b k={'all' if k == 0 else k}"
+        if not t.baselines:
+            t.add("topk_map", config, ours, "literature numpy loop", None)
+        else:
+            loop_t0 = time.perf_counter()
+            theirs_map = ref.literature_topk_map(qs, dbs, qo, dbo, kk)
+            loop_time = time.perf_counter() - loop_t0  # one run: the loop takes seconds
+            t.add("topk_map", config, ours, "literature numpy loop", loop_time,
+                  f"mAP {mine:.6f} vs {theirs_map:.6f}, |diff| {abs(mine - theirs_map):.1e}")
         if k == 0 or Q * N <= 100 * 69_000:
             sub = slice(0, 100)
             t.add("topk_map", f"Q=100 N={N} {bits}b k={'all' if k == 0 else k}",
                   median_time(lambda: de.topk_map(q[sub], db, ql[sub], dl, k, "index"), repeats), "reference",
-                  median_time(lambda: ref.topk_map(q[sub], db, ql[sub], dl, k, "index"), repeats))
+                  t.base(lambda: ref.topk_map(q[sub], db, ql[sub], dl, k, "index"), repeats))
     ours = median_time(lambda: de.topk_map(q, db, ql, dl, 0, "average"), repeats)
     t.add("topk_map", f"Q={Q} N={N} {bits}b all, ties=average", ours, "(no other library has it)", ours,
           "tie-aware")
@@ -137,6 +150,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", choices=["bits", "faiss", "map"], help="run one group")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="time our ops only (the references, FAISS and the numpy loop take most of a run)")
     ap.add_argument("--faiss-sizes", type=lambda v: [int(float(n)) for n in v.split(",")],
                     help="comma-separated database sizes of the FAISS group (default 1e6,1e7; --quick 1e5)")
     args = ap.parse_args()
@@ -145,7 +160,7 @@ def main():
           f"date {datetime.date.today()}; command: python {' '.join(sys.argv)}\n")
     print("| op | config | ours (ms) | baseline | baseline (ms) | speed-up | note |")
     print("|---|---|---|---|---|---|---|")
-    t = Table()
+    t = Table(baselines=not args.no_baselines)
     if args.only in (None, "bits"):
         bench_bits_ops(t, args.quick, args.repeats)
     if args.only in (None, "map"):
