@@ -28,14 +28,19 @@ from deephash_ext import reference as ref  # noqa: E402
 from benchmarks.baselines import faiss_binary_knn  # noqa: E402
 
 
+# The clock of median_time: wall time, or with --clock cpu the CPU time of the process, which a busy
+# neighbour on a shared machine does not stretch (with --threads 1 it is the op's own time).
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeats, warmup=1):
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return statistics.median(times)
 
 
@@ -150,12 +155,16 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", choices=["bits", "faiss", "map"], help="run one group")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the process's CPU time, steadier than wall time on a shared machine")
     ap.add_argument("--no-baselines", action="store_true",
                     help="time our ops only (the references, FAISS and the numpy loop take most of a run)")
     ap.add_argument("--faiss-sizes", type=lambda v: [int(float(n)) for n in v.split(",")],
                     help="comma-separated database sizes of the FAISS group (default 1e6,1e7; --quick 1e5)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"machine: {machine()}; torch {torch.__version__}; simd {de.simd_level()}; "
           f"date {datetime.date.today()}; command: python {' '.join(sys.argv)}\n")
     print("| op | config | ours (ms) | baseline | baseline (ms) | speed-up | note |")
