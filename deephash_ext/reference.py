@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "hamming_range", "topk_map", "normalized_laplacian", "eigh",
-           "spectral_filter", "chebyshev_basis", "spline_basis"]
+__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "hamming_range", "topk_map",
+           "normalized_laplacian", "eigh", "spectral_filter", "chebyshev_basis", "spline_basis", "literature_topk_map"]
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
 
@@ -180,3 +180,35 @@ def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str = "chebyshev
     phi = chebyshev_basis(lam, K) if basis == "chebyshev" else spline_basis(lam, K)
     g = (phi * th[:, None, :]).sum(-1)
     return U @ (g[..., None] * (U.mT @ x))
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation loop of the deep-hashing literature, against which topk_map is checked (tests) and
+# timed (benchmarks/bench_retrieval.py).
+
+
+def literature_topk_map(q_codes, db_codes, q_labels, db_labels, topk: int) -> float:
+    """mAP@topk by the numpy loop that deep-hashing repositories copy (DeepHash-pytorch's CalcTopMap).
+
+    numpy arrays: codes in {-1, +1} ``[rows, bits]``, labels one-hot / multi-hot ``[rows, C]``.
+    Differences from the original, both needed for the result to be well defined: argsort is stable
+    (ties ordered by database row, as topk_map's ``ties="index"``; the original's quicksort leaves them
+    arbitrary), and a query with no relevant row in its top-k counts as 0 while the mean still runs
+    over all queries (as the original does).
+    """
+    import numpy as np
+
+    bits = q_codes.shape[1]
+    total = 0.0
+    for i in range(q_codes.shape[0]):
+        gnd = (q_labels[i] @ db_labels.T > 0).astype(np.float32)
+        hamm = 0.5 * (bits - q_codes[i] @ db_codes.T)
+        ind = np.argsort(hamm, kind="stable")
+        tgnd = gnd[ind][:topk]
+        tsum = int(tgnd.sum())
+        if tsum == 0:
+            continue
+        count = np.linspace(1, tsum, tsum)
+        tindex = np.asarray(np.where(tgnd == 1)) + 1.0
+        total += np.mean(count / tindex)
+    return total / q_codes.shape[0]

@@ -15,6 +15,21 @@ OPT_IN = {
 }
 
 
+def _cuda_ready():
+    import deephash_ext
+
+    return torch.cuda.is_available() and deephash_ext.cuda_compiled()
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """The device an op test runs on: every op test runs on the CPU and, with a GPU and a build with the
+    CUDA kernels, on CUDA (skipped otherwise). Inputs are made on the CPU and moved."""
+    if request.param == "cuda" and not _cuda_ready():
+        pytest.skip("needs a GPU and a build with CUDA kernels")
+    return request.param
+
+
 def pytest_configure(config):
     for name, text in OPT_IN.items():
         config.addinivalue_line("markers", f"{name}: {text}")

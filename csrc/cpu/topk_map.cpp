@@ -7,7 +7,7 @@
 // relevant rows ahead of r are counted when the records are replayed in row order. A counting sort
 // without the sort, and one pass instead of two. Single-label queries go through the pass grouped
 // by class, so that a row's relevance is one compare for the block and its records advance together.
-// With a small k (k <= N/256: mAP@100 of 69k rows, mAP@1000 of a million) a hamming_topk-like scan
+// With a small k (k <= N/256: mAP@100 of 69k rows, mAP@1000 of a million) hamming_topk's scan
 // replaces both: see map_queries_small_k.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -26,6 +26,7 @@
 #include "common/average_precision.h"
 #include "common/checks.h"
 #include "common/codes_cpu.h"
+#include "cpu/candidate_scan.h"
 
 namespace deephash {
 namespace {
@@ -278,72 +279,47 @@ void map_queries(const uint8_t* q,   // [Q, B]
 
 // ties="index" with a small k (k <= N/256). Only the k top-ranked rows matter, and a row's rank
 // counts the rows of its own distance ahead of it, which come earlier in row order. So the scan is
-// hamming_topk's: each query keeps, in row order, every row within a threshold that shrinks as rows
-// arrive. Once k kept rows lie at distance <= t, a later row at distance t ranks past them all, so
-// the threshold drops to t - 1. At the end the kept rows include the k top-ranked ones (the whole
-// group at the k-th distance may be kept, which is harmless: those rows rank after the k-th), and the
-// AP walks them in row order. Most rows cost one popcount and a compare; labels are read for the
-// kept rows only.
-constexpr int64_t kScanQueryBlock = 16;
+// hamming_topk's (cpu/candidate_scan.h), and the AP walks the kept rows in row order; the whole
+// group at the k-th distance may be kept, which is harmless: those rows rank after the k-th. Most
+// rows cost one popcount and a compare; labels are read for the kept rows only.
 
-struct GroupCandidates {
-  int32_t accept = 0;         // rows with distance <= accept are kept (-1: none)
-  int32_t kth = 0;            // after a trim, the distance of the k-th ranked row
-  int64_t within = 0;         // kept rows with distance <= accept
-  int64_t size = 0;
-  bool dense = true;          // whether the last dense chunk kept more than 1 row in 4
-  std::vector<int32_t> dist;  // [cap], row order
-  std::vector<int64_t> row;   // [cap]
-  std::vector<int64_t> hist;  // [bins], distances of the kept rows
-
-  void reset(int64_t cap, int32_t max_dist) {
-    accept = kth = max_dist;
-    within = 0;
-    size = 0;
-    dense = true;
-    dist.resize(cap);
-    row.resize(cap);
-    hist.assign(max_dist + 1, 0);
+// AP@kk of query i from its candidates after the scan's final trim. start, rel_start: [bins]
+// scratch; rel: scratch.
+template <class Labels>
+double candidates_ap(const Candidates& c, const Labels& labels, int64_t i, int64_t kk, std::vector<int64_t>& start,
+                     std::vector<int64_t>& rel_start, std::vector<uint8_t>& rel) {
+  const auto relevant = labels.query(i);
+  const int32_t* dist = c.dist();
+  const int64_t* row = c.row();
+  rel.resize(c.size());
+  std::fill(rel_start.begin(), rel_start.end(), 0);
+  for (int64_t j = 0; j < c.size(); ++j) {
+    rel[j] = relevant(labels.row(row[j]));
+    rel_start[dist[j]] += rel[j];
   }
-
-  // From hist (exact up to accept): kth <- the distance t at which the kept rows first number kk,
-  // and from then on only rows below t are taken (a later row at t ranks past kk kept ones). With
-  // fewer than kk rows kept so far, every row is still taken.
-  void select(int64_t kk) {
-    const auto max_dist = static_cast<int32_t>(hist.size()) - 1;
-    int64_t below = 0;
-    int32_t t = 0;
-    while (t < max_dist && below + hist[t] < kk) below += hist[t++];
-    kth = t;
-    const bool full = below + hist[t] >= kk;
-    accept = full ? t - 1 : t;
-    within = full ? below : below + hist[t];
+  // The trim's histogram counts every kept distance exactly (bins past kth are unused).
+  int64_t acc = 0, rel_acc = 0;
+  for (int32_t d = 0; d <= c.kth(); ++d) {
+    const int64_t all_d = c.hist()[d], rel_d = rel_start[d];
+    start[d] = acc;
+    rel_start[d] = rel_acc;
+    acc += all_d;
+    rel_acc += rel_d;
   }
-
-  // Recounts hist from the buffer (the branch-free scan below does not keep it), selects, and drops
-  // the rows past kth (keeping kth's whole group, for simplicity). Afterwards hist is exact up to
-  // kth (bins past it still count dropped rows).
-  void trim(int64_t kk) {
-    std::fill(hist.begin(), hist.end(), 0);
-    for (int64_t i = 0; i < size; ++i) ++hist[dist[i]];
-    select(kk);
-    const int32_t t = kth;
-    int64_t n = 0;
-    for (int64_t i = 0; i < size; ++i) {  // branch-free compaction
-      const int32_t d = dist[i];
-      dist[n] = d;
-      row[n] = row[i];
-      n += d <= t;
-    }
-    size = n;
-    // A large tied group can leave the buffer nearly full: grow it so that trims stay rare.
-    const auto cap = static_cast<int64_t>(dist.size());
-    if (2 * size > cap) {
-      dist.resize(2 * cap);
-      row.resize(2 * cap);
+  double ap = 0.0;
+  int64_t hits = 0;
+  for (int64_t j = 0; j < c.size(); ++j) {
+    const int64_t pos = start[dist[j]]++;  // 0-based rank
+    if (rel[j]) {
+      const int64_t ahead = rel_start[dist[j]]++;
+      if (pos < kk) {
+        ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
+        ++hits;
+      }
     }
   }
-};
+  return hits > 0 ? ap / static_cast<double>(hits) : 0.0;
+}
 
 template <class Code, class Labels>
 void map_queries_small_k(const uint8_t* q,   // [Q, B]
@@ -351,149 +327,15 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                          const Labels& labels, int64_t Q, int64_t N, int64_t B, int64_t kk,
                          double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
-  const int64_t stride = Code::stride(B);
-  constexpr int64_t kStep = Code::kRowsPerTest;
-  constexpr int64_t kDenseRows = 1024;
-  const int64_t tile = scan_tile_rows(B, kStep);
-  const int64_t cap0 = std::min(N + 1, 2 * kk + 1024);
   const int64_t blocks = (Q + kScanQueryBlock - 1) / kScanQueryBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<GroupCandidates> cand(kScanQueryBlock);
+    std::vector<Candidates> cand(kScanQueryBlock);
     std::vector<int64_t> start(bins), rel_start(bins);
     std::vector<uint8_t> rel;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kScanQueryBlock, i1 = std::min(Q, i0 + kScanQueryBlock);
-      for (int64_t i = i0; i < i1; ++i) cand[i - i0].reset(cap0, static_cast<int32_t>(bins - 1));
-      for (int64_t t0 = 0; t0 < N; t0 += tile) {
-        const int64_t t1 = std::min(N, t0 + tile);
-        for (int64_t i = i0; i < i1; ++i) {
-          const Code code(q + i * B, B);  // local: the stores below may alias a shared copy
-          GroupCandidates& c = cand[i - i0];
-          int32_t accept = c.accept;
-          int64_t size = c.size, cap = static_cast<int64_t>(c.dist.size());
-          int32_t* dist = c.dist.data();
-          int64_t* row = c.row.data();
-          // The trim goes through c alone: a lambda holding references to the locals above would
-          // take their addresses, and then every store to dist[] / row[] (same types) could alias
-          // them, forcing a reload of size and accept per row.
-          int64_t passed = 0, mark = size;  // rows kept in a dense chunk, across trims
-          int64_t within = c.within;
-          int64_t* hist = c.hist.data();
-#define DEEPHASH_TRIM()                            \
-  do {                                             \
-    passed += size - mark;                         \
-    c.size = size;                                 \
-    c.trim(kk);                                    \
-    accept = c.accept;                             \
-    within = c.within;                             \
-    size = mark = c.size;                          \
-    cap = static_cast<int64_t>(c.dist.size());     \
-    dist = c.dist.data();                          \
-    row = c.row.data();                            \
-  } while (0)
-          const uint8_t* p = db + t0 * stride;
-          int64_t r = t0;
-          while (c.dense && r + kStep <= t1) {
-            // Many rows pass (early in the scan, or a large k): every row writes a slot and keeps it
-            // when it passes, since a branch on that would be mispredicted often. Checked every
-            // kDenseRows rows, so that the scan leaves this mode soon after its first trim.
-            const int64_t e = std::min(t1, r + kDenseRows) / kStep * kStep;
-            const int64_t r_begin = r;
-            passed = 0;
-            mark = size;
-            for (; r + 4 <= e; r += 4, p += 4 * stride) {
-              if (size + 4 > cap) DEEPHASH_TRIM();
-              for (int u = 0; u < 4; ++u) {
-                const int32_t d = code.distance(p + u * stride);
-                dist[size] = d;
-                row[size] = r + u;
-                size += d <= accept;
-              }
-            }
-            // Leaving: the sparse scan keeps hist exact up to accept, so it starts from a recount.
-            c.dense = 4 * (passed + size - mark) > (r - r_begin);
-            if (!c.dense) DEEPHASH_TRIM();
-          }
-          {
-            // Few rows pass: hamming_topk's test of a group of rows at once, rarely taken, and then
-            // only the rows that pass are visited. Each kept row counts in hist, and as soon as kk
-            // kept rows lie within accept, accept drops below the distance of the kk-th: without that
-            // the threshold would only tighten when the buffer fills, which with a small k and
-            // large tied groups can be never.
-            for (; r + kStep <= t1; r += kStep, p += kStep * stride) {
-              int32_t ds[kStep];
-              if (uint32_t pass = code.within(p, accept, ds); __builtin_expect(pass != 0, 0)) {
-                if (size + kStep > cap) {
-                  DEEPHASH_TRIM();  // accept may drop: only rows within the new one may count
-                  pass = 0;
-                  for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(ds[u] <= accept) << u;
-                }
-                const uint32_t pass_all = pass;
-                for (; pass; pass &= pass - 1) {
-                  const int u = __builtin_ctz(pass);
-                  dist[size] = ds[u];
-                  row[size] = r + u;
-                  ++size;
-                  ++hist[ds[u]];
-                }
-                within += __builtin_popcount(pass_all);
-                if (within >= kk) {
-                  c.select(kk);
-                  accept = c.accept;
-                  within = c.within;
-                }
-              }
-            }
-          }
-          for (; r < t1; ++r, p += stride) {
-            if (size + 1 > cap) DEEPHASH_TRIM();
-            const int32_t d = code.distance(p);
-            const int64_t keep = d <= accept;
-            dist[size] = d;
-            row[size] = r;
-            hist[d] += keep;  // exact up to accept, as the sparse scan needs
-            within += keep;
-            size += keep;
-          }
-#undef DEEPHASH_TRIM
-          c.accept = accept;
-          c.within = within;
-          c.size = size;
-        }
-      }
-      for (int64_t i = i0; i < i1; ++i) {
-        GroupCandidates& c = cand[i - i0];
-        c.trim(kk);  // now kth is the distance of the k-th ranked row
-        const auto relevant = labels.query(i);
-        rel.resize(c.size);
-        std::fill(rel_start.begin(), rel_start.end(), 0);
-        for (int64_t j = 0; j < c.size; ++j) {
-          rel[j] = relevant(labels.row(c.row[j]));
-          rel_start[c.dist[j]] += rel[j];
-        }
-        // The trim's histogram counts every kept distance exactly (bins past kth are unused).
-        int64_t acc = 0, rel_acc = 0;
-        for (int64_t d = 0; d <= c.kth; ++d) {
-          const int64_t all_d = c.hist[d], rel_d = rel_start[d];
-          start[d] = acc;
-          rel_start[d] = rel_acc;
-          acc += all_d;
-          rel_acc += rel_d;
-        }
-        double ap = 0.0;
-        int64_t hits = 0;
-        for (int64_t j = 0; j < c.size; ++j) {
-          const int64_t pos = start[c.dist[j]]++;  // 0-based rank
-          if (rel[j]) {
-            const int64_t ahead = rel_start[c.dist[j]]++;
-            if (pos < kk) {
-              ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
-              ++hits;
-            }
-          }
-        }
-        out[i] = hits > 0 ? ap / static_cast<double>(hits) : 0.0;
-      }
+      scan_queries<Code>(q, db, B, i0, i1, 0, N, kk, cand);
+      for (int64_t i = i0; i < i1; ++i) out[i] = candidates_ap(cand[i - i0], labels, i, kk, start, rel_start, rel);
     }
   });
 }
