@@ -9,8 +9,8 @@
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
 
 ``D`` is ``fashion-mnist`` (default), a folder ``DIR/<class>/<i>.npy`` or a ``.npz`` file (see
-:mod:`deephash.data`). Code files (``.npz``) hold ``codes`` (packed ``uint8``), ``bits``, ``ids`` and,
-when known, ``labels``.
+:mod:`deephash.data`). Codes files (:mod:`deephash.codes`), model files, index files and run directories
+are described in docs/formats.md.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _config(args, in_dim: int) -> dict:
 
 
 def _print_table(rows, first="method"):
-    from .train import format_table
+    from .metrics import format_table
 
     print(format_table(rows, first=first))
 
@@ -101,51 +101,14 @@ def _train_method(args, split) -> int:
     return 0
 
 
-def _save_codes(path, codes: torch.Tensor, bits: int, labels=None, ids=None) -> None:
-    import deephash_ext
-
-    packed = deephash_ext.pack_bits(codes).numpy()
-    arrays = {"codes": packed, "bits": np.int64(bits),
-              "ids": np.arange(len(packed), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)}
-    if labels is not None:
-        arrays["labels"] = np.asarray(labels)
-    np.savez(path, **arrays)
-
-
-def load_codes(path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: cannot read a codes file ({e})") from e
-    if "codes" not in d or "bits" not in d or d["codes"].dtype != np.uint8 or d["codes"].ndim != 2:
-        raise ValueError(f"{path}: not a deephash codes file (needs uint8 'codes' [N, bytes] and 'bits')")
-    d["bits"] = int(d["bits"])
-    if d["codes"].shape[1] != (d["bits"] + 7) // 8:
-        raise ValueError(f"{path}: codes have {d['codes'].shape[1]} bytes per row, {d['bits']} bits need "
-                         f"{(d['bits'] + 7) // 8}")
-    return d
-
-
 def cmd_encode(args) -> int:
-    from .data import DataError, load_data
+    from .codes import save_codes
+    from .data import DataError, load_data, load_embeddings
     from .methods.runner import load_model
 
     model = load_model(args.model)
-    labels = None
     if args.input is not None:
-        p = Path(args.input)
-        try:
-            if p.suffix == ".npz":
-                with np.load(p, allow_pickle=False) as z:
-                    x = z["x"]
-                    labels = z["y"] if "y" in z.files else None
-            else:
-                x = np.load(p, allow_pickle=False)
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"{p}: cannot read embeddings ({e}); expected .npy [N, d] or .npz with 'x'") from e
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-            raise DataError(f"{p}: embeddings must be a finite numeric [N, d] array, got shape {x.shape}")
+        x, labels = load_embeddings(args.input)
     else:
         split = load_data(args.data, seed=args.split_seed)
         x, labels = getattr(split, f"x_{args.split}"), getattr(split, f"y_{args.split}")
@@ -153,12 +116,13 @@ def cmd_encode(args) -> int:
         raise DataError(f"{args.input or args.data}: embeddings have {x.shape[1]} dimensions, the model takes "
                         f"{model.config['in_dim']}")
     codes = model.encode(x)
-    _save_codes(args.out, codes, model.bits, labels)
+    save_codes(args.out, codes, model.bits, labels)
     print(f"wrote {len(codes)} codes of {model.bits} bits to {args.out}")
     return 0
 
 
 def cmd_index(args) -> int:
+    from .codes import load_codes
     from .index import Index
 
     c = load_codes(args.codes)
@@ -169,6 +133,7 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from .codes import load_codes
     from .index import Index
 
     idx = Index.load(args.index)
@@ -186,6 +151,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .codes import load_codes
     from .metrics import evaluate, plot_pr_curve
 
     q, db = load_codes(args.query), load_codes(args.db)

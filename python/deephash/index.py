@@ -10,11 +10,12 @@ offset field                   value
 8      bits                    ``uint32``
 12     count                   ``uint64``
 20     ids                     ``int64[count]``
-...    codes                   ``uint8[count, ceil(bits/8)]`` (SPEC.md's packed layout)
+...    codes                   ``uint8[count, ceil(bits/8)]``, packed as ``pack_bits``
 end-32 checksum                SHA-256 of every byte before it
 ====== ======================= ==============================================
 
 :meth:`Index.load` refuses a file whose magic, version, size or checksum is wrong, naming the file.
+The packed layout and this table are in docs/formats.md.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 
 import deephash_ext
 
-from .metrics import as_packed
+from .codes import as_packed
 
 MAGIC = b"DHIDX\0"
 VERSION = 1

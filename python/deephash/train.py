@@ -18,7 +18,7 @@ import torch
 
 from . import graphs
 from .data import Split
-from .metrics import METRIC_KEYS, evaluate, plot_pr_curve
+from .metrics import evaluate, plot_pr_curve
 from .models.hagcn import HAGCN
 
 CHECKPOINT = "checkpoint.pt"
@@ -139,13 +139,6 @@ def hagcn_from_saved(p: Path, blob) -> HAGCN:
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model
-
-
-def format_table(rows: list[dict], keys=METRIC_KEYS, first: str = "method") -> str:
-    head = f"| {first} | " + " | ".join(keys) + " |"
-    sep = "|" + "---|" * (len(keys) + 1)
-    body = [f"| {r[first]} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
 
 
 def train_and_evaluate(split: Split, config: dict, run_dir, *, seed: int = 0, resume: bool = False,

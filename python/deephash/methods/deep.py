@@ -38,11 +38,6 @@ class HashHead(nn.Module):
         return self.net(x)
 
 
-def similarity(ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    """Pairwise similarity ``1.0`` where two multi-hot label rows share a label, else ``0.0``."""
-    return ((ya @ yb.T) > 0).to(torch.float32)
-
-
 def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, batch_size: int,
                weight_decay: float, seed: int, verbose: bool = False, name: str = "") -> list:
     """Adam over seeded mini-batches of ``range(n)``; ``batch_loss(idx, step)`` returns the loss.
