@@ -100,6 +100,29 @@ class HashMethod:
         return m
 
 
+class ProjectionMethod(HashMethod):
+    """Codes ``sign((x - mean) @ proj)``: the fitted state of LSH, PCAH and ITQ."""
+
+    def __init__(self, bits: int, seed: int = 0, **kwargs):
+        super().__init__(bits, seed, **kwargs)
+        self.mean = None
+        self.proj = None
+
+    def project(self, x) -> torch.Tensor:
+        if self.proj is None:
+            raise RuntimeError(f"{self.name}.encode before fit")
+        return (as_float(x) - self.mean) @ self.proj
+
+    def encode(self, x) -> torch.Tensor:
+        return sign(self.project(x))
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "proj": self.proj}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.proj = state["mean"], state["proj"]
+
+
 def as_float(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(torch.float32)
 
