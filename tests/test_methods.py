@@ -15,18 +15,22 @@ from deephash.methods import METHODS, HashMethod, get_method
 from deephash.methods.bihalf import bihalf
 from deephash.methods.csq import hadamard, hadamard_centers
 from deephash.methods.shc import pairwise_hamming, repair_centers
+from deephash.run import train_and_evaluate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_methods  # noqa: E402
 
 EMBEDDING_METHODS = [m for m in METHODS if m != "hybridhash"]
 DEEP_FAST = {"epochs": 8, "hidden": 64, "batch_size": 40}
+HAGCN_FAST = {"epochs": 8, "hidden": 64, "batch_size": 40}
 
 
 def _make(name, bits, **kw):
     opts = dict(DEEP_FAST) if name in ("dsh", "hashnet", "bihalf", "csq", "shc") else {}
     if name == "shc":
         opts["center_steps"] = 100
+    if name in ("hagcn", "hagcn-paper"):
+        opts = dict(HAGCN_FAST, **({"anchors": 16} if name == "hagcn" else {"order": 6}))
     opts.update(kw)
     return get_method(name, bits, **opts)
 
@@ -251,14 +255,13 @@ def test_cli_method_options_are_checked(tmp_path, split_npz, capsys):
 
 def test_only_training_labels_reach_the_method(tmp_path, split_npz):
     from deephash.data import load_data
-    from deephash.methods import runner
 
     split = load_data(split_npz)
-    _, first, _ = runner.train_and_evaluate(split, "csq", 16, tmp_path / "a", options={"epochs": 2})
+    first, _ = train_and_evaluate(split, get_method("csq", 16, epochs=2), tmp_path / "a")
     rng = np.random.default_rng(0)
     split.y_db = rng.permutation(split.y_db)  # scrambled evaluation labels: same model, other metrics
     split.y_query = rng.permutation(split.y_query)
-    runner.train_and_evaluate(split, "csq", 16, tmp_path / "b", options={"epochs": 2})
+    train_and_evaluate(split, get_method("csq", 16, epochs=2), tmp_path / "b")
     a, b = HashMethod.load(tmp_path / "a" / "model.pt"), HashMethod.load(tmp_path / "b" / "model.pt")
     assert torch.equal(a.encode(split.x_db), b.encode(split.x_db))
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["mAP@all"] < first["mAP@all"]

@@ -1,6 +1,6 @@
 """The ``deephash`` command line (also ``python -m deephash``).
 
-    deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--seed-compatible] --out RUN
+    deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--paper-recipe] --out RUN
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx
     deephash search --index DB.idx --codes Q.npz [-k K] [--out RESULTS.npz]
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,10 @@ def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None)
 
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, DIR/<class>/<i>.npy or FILE.npz")
     p.add_argument("--bits", type=_bits, default=bits_default, required=bits_default is None)
-    p.add_argument("--filter", default="chebyshev", choices=list(FILTERS) + ["cheby"])
-    p.add_argument("--seed-compatible", action="store_true",
-                   help="the HAGCN paper code's formulation (graph 1 + hhᵀ/n, its layers, its loss and recipe)")
+    p.add_argument("--filter", default=None, choices=list(FILTERS) + ["cheby"], help="HAGCN's filter (default chebyshev)")
+    p.add_argument("--paper-recipe", action="store_true",
+                   help="HAGCN as the paper's code trains it (same as --method hagcn-paper)")
+    p.add_argument("--seed-compatible", action="store_true", help="deprecated: use --paper-recipe")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -46,24 +48,30 @@ def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None)
     p.add_argument("--subgraphs", type=int, default=None, help="split each batch into G subgraphs ([G, n, n])")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=None, help="seed of the data split (default: the protocol's)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where methods that train on a device train")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
 
 
-def _config(args, in_dim: int) -> dict:
-    from .models.hagcn import default_config
+def _method(args, name: str = "hagcn"):
+    """The method the model arguments describe (its options checked against what it takes)."""
+    from .methods import METHODS, get_method
+    from .run import method_options
 
-    cfg = default_config(in_dim, args.bits, args.filter, args.seed_compatible)
-    for key in ("epochs", "batch_size", "lr", "order", "anchors", "subgraphs"):
-        v = getattr(args, key)
-        if v is not None:
-            if key not in cfg:
-                raise ValueError(f"--{key.replace('_', '-')} does not apply to the seed-compatible model")
-            cfg[key] = v
-    if cfg["epochs"] < 1 or cfg["batch_size"] < 2:
-        raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
-    return cfg
+    if args.seed_compatible:
+        warnings.warn("--seed-compatible is deprecated and will be removed; use --paper-recipe", FutureWarning,
+                      stacklevel=2)
+    if args.paper_recipe or args.seed_compatible:
+        if name not in ("hagcn", "hagcn-paper"):
+            raise ValueError(f"--paper-recipe trains HAGCN; it does not apply to --method {name}")
+        name = "hagcn-paper"
+    given = {k: getattr(args, k) for k in ("filter", "epochs", "batch_size", "lr", "order", "anchors", "subgraphs")}
+    opts = method_options(name, **given)
+    for key, value in (("device", args.device), ("progress", not args.no_progress)):
+        if key in METHODS[name].options:
+            opts[key] = value
+    return get_method(name, args.bits, seed=args.seed, **opts)
 
 
 def _print_table(rows, first="method"):
@@ -74,29 +82,13 @@ def _print_table(rows, first="method"):
 
 def cmd_train(args) -> int:
     from .data import load_data
-    from .train import train_and_evaluate
+    from .run import train_and_evaluate
 
     split = load_data(args.data, seed=args.split_seed)
-    if args.method != "hagcn":
-        return _train_method(args, split)
-    cfg = _config(args, split.dim)
-    _, metrics, _ = train_and_evaluate(split, cfg, args.out, seed=args.seed, resume=args.resume,
-                                       device=args.device, progress=not args.no_progress,
-                                       extra_config={"data": str(args.data), "split_seed": args.split_seed})
-    name = f"HAGCN {cfg['filter']}{' seed-compatible' if cfg['seed_compatible'] else ''} {cfg['bits']}b"
-    _print_table([{"method": name, **metrics}])
-    print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
-    return 0
-
-
-def _train_method(args, split) -> int:
-    """``train --method NAME`` for the methods of :mod:`deephash.methods` (same data, metrics, run files)."""
-    from .methods import runner
-
-    opts = runner.method_options(args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    _, metrics, _ = runner.train_and_evaluate(split, args.method, args.bits, args.out, seed=args.seed, options=opts,
-                                              extra_config={"data": str(args.data), "split_seed": args.split_seed})
-    _print_table([{"method": f"{args.method} {args.bits}b", **metrics}])
+    method = _method(args, args.method)
+    metrics, _ = train_and_evaluate(split, method, args.out, resume=args.resume,
+                                    extra_config={"data": str(args.data), "split_seed": args.split_seed})
+    _print_table([{"method": f"{method.label} {method.bits}b", **metrics}])
     print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
     return 0
 
@@ -104,7 +96,7 @@ def _train_method(args, split) -> int:
 def cmd_encode(args) -> int:
     from .codes import save_codes
     from .data import DataError, load_data, load_embeddings
-    from .methods.runner import load_model
+    from .methods import load_model
 
     model = load_model(args.model)
     if args.input is not None:
@@ -112,9 +104,9 @@ def cmd_encode(args) -> int:
     else:
         split = load_data(args.data, seed=args.split_seed)
         x, labels = getattr(split, f"x_{args.split}"), getattr(split, f"y_{args.split}")
-    if x.shape[1] != model.config["in_dim"]:
+    if x.shape[1] != model.in_dim:
         raise DataError(f"{args.input or args.data}: embeddings have {x.shape[1]} dimensions, the model takes "
-                        f"{model.config['in_dim']}")
+                        f"{model.in_dim}")
     codes = model.encode(x)
     save_codes(args.out, codes, model.bits, labels)
     print(f"wrote {len(codes)} codes of {model.bits} bits to {args.out}")
@@ -176,22 +168,19 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .data import load_data
     from .methods import LSH
-    from .metrics import evaluate, plot_pr_curve
-    from .train import train_and_evaluate
+    from .metrics import plot_pr_curve
+    from .run import fit_and_evaluate, train_and_evaluate
 
     out = Path(args.out)
     split = load_data(args.data, seed=args.split_seed)
     print(f"data: {args.data}: {len(split.x_train)} training, {len(split.x_query)} queries, "
           f"{len(split.x_db)} database items, {split.dim}-d")
-    cfg = _config(args, split.dim)
-    _, metrics, curve = train_and_evaluate(split, cfg, out / "hagcn", seed=args.seed, resume=args.resume,
-                                           device=args.device, progress=not args.no_progress,
-                                           extra_config={"data": str(args.data)})
-    lsh = LSH(args.bits, seed=args.seed).fit(split.x_train)
-    lsh_metrics, lsh_curve = evaluate(lsh.encode(split.x_query), lsh.encode(split.x_db), split.y_query,
-                                      split.y_db, args.bits)
-    name = f"HAGCN {cfg['filter']}{' seed-compatible' if cfg['seed_compatible'] else ''}"
-    rows = [{"method": f"{name} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
+    method = _method(args)
+    metrics, curve = train_and_evaluate(split, method, out / "hagcn", resume=args.resume,
+                                        extra_config={"data": str(args.data)})
+    lsh_metrics, lsh_curve = fit_and_evaluate(LSH(args.bits, seed=args.seed), split)
+    lsh_metrics.pop("train_seconds")
+    rows = [{"method": f"{method.label} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
     _print_table(rows)
     plot_pr_curve({rows[0]["method"]: curve, rows[1]["method"]: lsh_curve}, out / "pr_curve.png")
     with open(out / "demo.json", "w") as f:
@@ -216,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .methods import METHODS
 
-    t = sub.add_parser("train", help="train HAGCN (or --method NAME), encode, evaluate, write RUN/")
+    t = sub.add_parser("train", help="train a hashing method (default HAGCN), encode, evaluate, write RUN/")
     _add_model_args(t)
-    t.add_argument("--method", default="hagcn", choices=["hagcn", *METHODS],
-                   help="hashing method (default hagcn; the HAGCN options apply to hagcn only)")
+    t.add_argument("--method", default="hagcn", choices=list(METHODS),
+                   help="hashing method (default hagcn); options a method does not take are refused")
     t.add_argument("--out", required=True, help="run directory")
     t.set_defaults(func=cmd_train)
 
