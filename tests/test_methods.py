@@ -1,5 +1,5 @@
 """The hashing methods of deephash.methods: fit/encode on tiny data, balance, save/load, labels,
-hybridhash's image check, SH's modes, SHC's center distances, the comparison command and the CLI."""
+hybridhash's image check, SH's modes, SHC's center distances, resume, the comparison command and the CLI."""
 import json
 import os
 import sys
@@ -15,7 +15,7 @@ from deephash.methods import METHODS, HashMethod, get_method
 from deephash.methods.bihalf import bihalf
 from deephash.methods.csq import hadamard, hadamard_centers
 from deephash.methods.shc import pairwise_hamming, repair_centers
-from deephash.run import train_and_evaluate
+from deephash.run import Checkpoint, train_and_evaluate
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_methods  # noqa: E402
@@ -265,3 +265,41 @@ def test_only_training_labels_reach_the_method(tmp_path, split_npz):
     a, b = HashMethod.load(tmp_path / "a" / "model.pt"), HashMethod.load(tmp_path / "b" / "model.pt")
     assert torch.equal(a.encode(split.x_db), b.encode(split.x_db))
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["mAP@all"] < first["mAP@all"]
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after_first_epoch(epoch):
+    if epoch == 1:
+        raise Killed
+
+
+@pytest.mark.parametrize("name", ["dsh", "shc"])
+def test_deep_methods_resume_after_interruption(name, data, tmp_path):
+    """Dropout, the batch order and Adam's state survive a kill: the resumed run ends as a whole one."""
+    x, y = data
+    whole = _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "a.pt"))
+    with pytest.raises(Killed):
+        _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt",
+                                                                         on_epoch=_kill_after_first_epoch))
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
+    resumed = _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt", resume=True))
+    assert resumed.history == whole.history
+    assert torch.equal(resumed.outputs(x), whole.outputs(x))
+    with pytest.raises(ValueError, match="another configuration"):
+        _make(name, 16, epochs=3, seed=5).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt", resume=True))
+
+
+def test_run_directory_of_a_deep_method_resumes(tmp_path, split_npz):
+    from deephash.data import load_data
+
+    split = load_data(split_npz)
+    whole, _ = train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "whole")
+    with pytest.raises(Killed):
+        train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", on_epoch=_kill_after_first_epoch)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and not (tmp_path / "run" / "metrics.json").exists()
+    resumed, _ = train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", resume=True)
+    assert resumed["loss_history"] == whole["loss_history"] and len(whole["loss_history"]) == 3
+    assert resumed["mAP@all"] == whole["mAP@all"]
