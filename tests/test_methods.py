@@ -1,8 +1,9 @@
 """The hashing methods of deephash.methods: fit/encode on tiny data, balance, save/load, labels,
 hybridhash's image check, SH's modes, SHC's center distances, resume, the comparison command and the CLI."""
 import json
-import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +18,7 @@ from deephash.methods.csq import hadamard, hadamard_centers
 from deephash.methods.shc import pairwise_hamming, repair_centers
 from deephash.run import Checkpoint, train_and_evaluate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import bench_methods  # noqa: E402
-
+REPO = Path(__file__).resolve().parent.parent
 EMBEDDING_METHODS = [m for m in METHODS if m != "hybridhash"]
 DEEP_FAST = {"epochs": 8, "hidden": 64, "batch_size": 40}
 HAGCN_FAST = {"epochs": 8, "hidden": 64, "batch_size": 40}
@@ -209,24 +208,28 @@ def test_hybridhash_on_images_and_refuses_embeddings(tmp_path):
         get_method("hybridhash", 16, image_shape=(1, 10, 10)).fit(x, y)
 
 
-def test_comparison_command_end_to_end(tmp_path, split_npz, capsys):
+def test_comparison_command_end_to_end(tmp_path, split_npz):
     out, plot, js = tmp_path / "table.md", tmp_path / "pr.png", tmp_path / "rows.json"
-    rows = bench_methods.main(["--data", str(split_npz), "--bits", "8", "16", "--epochs", "2",
-                               "--output", str(out), "--plot", str(plot), "--json", str(js)])
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_methods.py"), "--data", str(split_npz),
+                        "--bits", "8", "16", "--epochs", "2", "--output", str(out), "--plot", str(plot),
+                        "--json", str(js)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(js.read_text())
+    rows = result["rows"]
     assert len(rows) == 2 * len(METHODS)
     by = {(r["method"], r["bits"]): r for r in rows}
     assert "not a known image size" in by[("hybridhash", 16)]["error"]
     for name in EMBEDDING_METHODS:
-        r = by[(name, 16)]
+        r16 = by[(name, 16)]
         for k in ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@r2"):
-            assert 0.0 <= r[k] <= 1.0
-        assert r["train_s"] >= 0
+            assert 0.0 <= r16[k] <= 1.0
+        assert r16["train_s"] >= 0
     text = out.read_text()
     assert "| itq | 16 |" in text and "torch" in text and "command" in text
     assert plot.stat().st_size > 1000
-    curves = json.loads(js.read_text())["pr_curves"]
+    curves = result["pr_curves"]
     assert set(curves) == set(EMBEDDING_METHODS) and len(curves["itq"]["precision"]) == 17
-    assert "| csq | 8 |" in capsys.readouterr().out
+    assert "| csq | 8 |" in r.stdout
 
 
 @pytest.mark.parametrize("name", ["itq", "csq"])
