@@ -46,7 +46,7 @@ def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None)
     p.add_argument("--order", type=int, default=None, help="filter order / number of basis functions")
     p.add_argument("--anchors", type=int, default=None, help="anchors joined to each step's graph (default model)")
     p.add_argument("--subgraphs", type=int, default=None, help="split each batch into G subgraphs ([G, n, n])")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batch order)")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the data split (default: the protocol's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where methods that train on a device train")
