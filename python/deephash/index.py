@@ -14,7 +14,7 @@ import torch
 import deephash_ext
 
 from .index_file import IndexError_, padding_mask
-from .metrics import as_packed
+from .codes import as_packed
 from .storage import CodeStore
 
 __all__ = ["Index", "IndexError_"]
