@@ -20,6 +20,7 @@ from . import graphs
 from .data import Split
 from .metrics import METRIC_KEYS, evaluate, plot_pr_curve
 from .models.hagcn import HAGCN
+from .progress import training_progress
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -70,12 +71,7 @@ def fit(config: dict, x_train, *, seed: int = 0, run_dir=None, resume: bool = Fa
     x = x.to(device)
     targets = targets.to(device) if targets is not None else None
     steps = max(1, n // bs) if n >= bs else 1
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=epochs * steps, initial=start * steps, desc=f"HAGCN {model.filter} {model.bits}b",
-                   unit="step", dynamic_ncols=True)
+    bar = training_progress(f"HAGCN {model.filter} {model.bits}b", epochs, steps, start) if progress else None
     model.train()
     for epoch in range(start, epochs):
         g = _gen(seed, 2, epoch)
@@ -93,9 +89,10 @@ def fit(config: dict, x_train, *, seed: int = 0, run_dir=None, resume: bool = Fa
                 raise FloatingPointError(f"the loss became {lv} at epoch {epoch + 1}, step {s + 1}")
             total += lv
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{lv:.4f}")
+                bar.step(epoch + 1, lv)
         history.append(total / steps)
+        if bar is not None:
+            bar.end_epoch(epoch + 1, history[-1])
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
