@@ -10,6 +10,7 @@ torch.set_num_threads(1)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs on real Fashion-MNIST (minutes); run with -m slow")
+    config.addinivalue_line("markers", "browser: renders HTML in headless Chromium (skipped without chromium)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,10 +3,11 @@
     deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--seed-compatible] --out RUN
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx
-    deephash search --index DB.idx --codes Q.npz [-k K] [--out RESULTS.npz]
+    deephash search --index DB.idx --codes Q.npz [-k K] [--out RESULTS.npz] [--grid PNG [--data D]]
     deephash eval   --query Q.npz --db DB.npz [--out DIR]
     deephash demo   [--data fashion-mnist] [--bits 64] [--out runs/demo]
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
+    deephash report RUN [RUN ...] [--out FILE.html] [--data D]
 
 ``D`` is ``fashion-mnist`` (default), a folder ``DIR/<class>/<i>.npy`` or a ``.npz`` file (see
 :mod:`deephash.data`). Code files (``.npz``) hold ``codes`` (packed ``uint8``), ``bits``, ``ids`` and,
@@ -182,6 +183,11 @@ def cmd_search(args) -> int:
     for q in range(min(len(ids), args.show)):
         pairs = ", ".join(f"{int(i)}:{int(d)}" for i, d in zip(ids[q], dist[q]))
         print(f"query {int(c['ids'][q])}: {pairs}")
+    if args.grid:
+        from .viz import grid_for_search
+
+        print(grid_for_search(idx, c, codes_path=args.codes, index_path=args.index, data=args.data, out=args.grid,
+                              split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed))
     return 0
 
 
@@ -220,7 +226,7 @@ def cmd_demo(args) -> int:
     cfg = _config(args, split.dim)
     _, metrics, curve = train_and_evaluate(split, cfg, out / "hagcn", seed=args.seed, resume=args.resume,
                                            device=args.device, progress=not args.no_progress,
-                                           extra_config={"data": str(args.data)})
+                                           extra_config={"data": str(args.data), "split_seed": args.split_seed})
     lsh = LSH(args.bits, seed=args.seed).fit(split.x_train)
     lsh_metrics, lsh_curve = evaluate(lsh.encode(split.x_query), lsh.encode(split.x_db), split.y_query,
                                       split.y_db, args.bits)
@@ -232,6 +238,22 @@ def cmd_demo(args) -> int:
         json.dump({"hagcn": {k: metrics[k] for k in metrics if k != "loss_history"}, "lsh": lsh_metrics,
                    "data": str(args.data), "bits": args.bits}, f, indent=2)
     print(f"wrote {out}/pr_curve.png and {out}/demo.json")
+    from .report import build_report
+
+    r = build_report([out / "hagcn"], out / "report.html", data=args.data, split_seed=args.split_seed,
+                     splits={(str(args.data), args.split_seed): split}, grid_out=out / "neighbours.png")
+    print("\n".join(r["notes"] + [f"wrote {r['out']}" + (f" and {r['grid']}" if r["grid"] else "")]))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import ReportError, build_report
+
+    if len(args.runs) > 1 and args.out is None:
+        raise ReportError("--out FILE.html is needed with several runs")
+    r = build_report(args.runs, args.out or Path(args.runs[0]) / "report.html", data=args.data,
+                     split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed)
+    print("\n".join(r["notes"] + [f"wrote {r['out']}"]))
     return 0
 
 
@@ -277,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--out", default=None)
     s.add_argument("--show", type=int, default=5, help="queries to print")
+    s.add_argument("--grid", default=None, metavar="PNG",
+                   help="write a neighbour grid of a few queries per class (data that can be drawn)")
+    _grid_args(s, data_default="fashion-mnist")
     s.set_defaults(func=cmd_search)
 
     v = sub.add_parser("eval", help="mAP, precision and PR curve of query codes against database codes")
@@ -299,7 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--image-size", type=int, default=224)
     m.set_defaults(func=cmd_embed)
+
+    r = sub.add_parser("report", help="one self-contained HTML page about runs, with ITQ and LSH baselines")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run directories (of deephash train / demo)")
+    r.add_argument("-k", type=int, default=10, help="results per query in the neighbour grid")
+    r.add_argument("--out", default=None, help="the HTML file (default RUN/report.html; needed with several runs)")
+    _grid_args(r, data_default=None)
+    r.set_defaults(func=cmd_report)
     return p
+
+
+def _grid_args(p: argparse.ArgumentParser, data_default) -> None:
+    """The neighbour grid's options; errors of this subcommand's arguments print one line."""
+    p.add_argument("--data", default=data_default, help="the data set of the codes (the grid's pictures and labels)")
+    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--per-class", type=int, default=2, help="grid queries per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the grid's query draw")
+    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")
 
 
 def main(argv=None) -> int:
