@@ -300,6 +300,11 @@ def test_search_grid(tmp_path, image_data, image_run, capsys):
         main([*base, "--grid", str(tmp_path / "g3.png"), "--per-class", "two"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "--per-class" in err
+    # A codes file without ids: its rows are the ids.
+    noids = tmp_path / "noids.npz"
+    np.savez(noids, codes=qc["codes"], bits=qc["bits"])
+    assert main([*base[:4], str(noids), *base[5:], "--grid", str(tmp_path / "g4.png"), "--per-class", "1"]) == 0
+    assert (tmp_path / "g4.png").read_bytes() == data
     # Database codes given as queries: their labels are not the query part's.
     assert main(["search", "--index", str(idx), "--codes", str(db), "--data", str(image_data),
                  "--grid", str(tmp_path / "g3.png")]) == 2
@@ -407,13 +412,14 @@ def test_report_compares_runs(tmp_path, image_data, image_run, capsys):
     itq = tmp_path / "itq"
     assert main(["train", "--data", str(image_data), "--bits", "16", "--method", "itq", "--out", str(itq)]) == 0
     assert main(["report", str(image_run), str(itq), "--out", str(tmp_path / "both.html"), "-k", "4",
-                 "--per-class", "1"]) == 0
+                 "--per-class", "1", "--grid", str(tmp_path / "first.png")]) == 0
     page = Page((tmp_path / "both.html").read_text())
     assert page.table("config")[0] == ["setting", "HAGCN chebyshev 16b (hagcn)", "itq 16b (itq)"]
     names = [r[0] for r in page.table("metrics")[1:]]
     assert names == ["HAGCN chebyshev 16b (hagcn)", "ITQ 16b (baseline)", "LSH 16b (baseline)", "itq 16b (itq)"]
     grids = [i for i in page.images if i["section"] == "neighbours"]
     assert [viz.png_size(decode_img(i)) for i in grids] == [viz.grid_size(4, 4)] * 3
+    assert (tmp_path / "first.png").read_bytes() == decode_img(grids[0])
     # The ITQ run and the ITQ baseline (same data, bits and seed) retrieve the same neighbours.
     assert grids[1]["src"] != grids[2]["src"]  # titles differ
     assert np.array_equal(png_array(decode_img(grids[1]))[viz.HEADER:], png_array(decode_img(grids[2]))[viz.HEADER:])
@@ -429,6 +435,7 @@ def test_report_errors_are_one_line(tmp_path, image_run, capsys):
         ([str(tmp_path / "empty")], "config.json"),
         ([str(image_run), str(image_run)], "--out"),
         ([str(image_run), "--out", str(tmp_path / "nodir" / "r.html")], "nodir"),
+        ([str(image_run), "--out", str(tmp_path / "r.html"), "--grid", str(tmp_path / "nodir" / "g.png")], "nodir"),
         ([str(image_run), "--out", str(tmp_path / "r.html"), "-k", "0"], "-k"),
         ([str(image_run), "--out", str(tmp_path / "r.html"), "--per-class", "-1"], "--per-class"),
         ([str(image_run), "--out", str(tmp_path / "r.html"), "--data", str(tmp_path / "gone.npz")], "gone.npz"),
@@ -571,8 +578,12 @@ def render(html_path: Path, png: Path, profile: Path, width=1600, height=2400, t
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_chromium(tmp_path, image_run):
+    if CHROMIUM is None:
+        # CI sets DEEPHASH_REQUIRE_BROWSER=1 so that a failed install cannot pass as a skip.
+        if os.environ.get("DEEPHASH_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is not installed and DEEPHASH_REQUIRE_BROWSER=1")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
     out = tmp_path / "report.html"
     assert main(["report", str(image_run), "--out", str(out)]) == 0
     png = tmp_path / "shot.png"
@@ -584,5 +595,5 @@ def test_report_renders_in_chromium(tmp_path, image_run):
     assert not bad, bad
     shot = png_array(png.read_bytes()).reshape(-1, 3)
     colours = {tuple(c) for c in np.unique(shot, axis=0)}
-    # The images were decoded and drawn: the grids' frame colours and the curves' first line colour.
-    assert {viz.MATCH_COLOUR, viz.MISS_COLOUR, viz.QUERY_COLOUR, (31, 119, 180)} <= colours
+    # The images were decoded and drawn: the grids' frame colours and the second curve's colour (tab:orange).
+    assert {viz.MATCH_COLOUR, viz.MISS_COLOUR, viz.QUERY_COLOUR, (255, 127, 14)} <= colours

@@ -7,7 +7,7 @@
     deephash eval   --query Q.npz --db DB.npz [--out DIR]
     deephash demo   [--data fashion-mnist] [--bits 64] [--out runs/demo]
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
-    deephash report RUN [RUN ...] [--out FILE.html] [--data D]
+    deephash report RUN [RUN ...] [--out FILE.html] [--grid PNG] [--data D]
 
 ``D`` is ``fashion-mnist`` (default), a folder ``DIR/<class>/<i>.npy`` or a ``.npz`` file (see
 :mod:`deephash.data`). Code files (``.npz``) hold ``codes`` (packed ``uint8``), ``bits``, ``ids`` and,
@@ -122,6 +122,7 @@ def load_codes(path) -> dict:
     if "codes" not in d or "bits" not in d or d["codes"].dtype != np.uint8 or d["codes"].ndim != 2:
         raise ValueError(f"{path}: not a deephash codes file (needs uint8 'codes' [N, bytes] and 'bits')")
     d["bits"] = int(d["bits"])
+    d.setdefault("ids", np.arange(len(d["codes"]), dtype=np.int64))  # row numbers, as _save_codes' default
     if d["codes"].shape[1] != (d["bits"] + 7) // 8:
         raise ValueError(f"{path}: codes have {d['codes'].shape[1]} bytes per row, {d['bits']} bits need "
                          f"{(d['bits'] + 7) // 8}")
@@ -252,8 +253,9 @@ def cmd_report(args) -> int:
     if len(args.runs) > 1 and args.out is None:
         raise ReportError("--out FILE.html is needed with several runs")
     r = build_report(args.runs, args.out or Path(args.runs[0]) / "report.html", data=args.data,
-                     split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed)
-    print("\n".join(r["notes"] + [f"wrote {r['out']}"]))
+                     split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed,
+                     grid_out=args.grid)
+    print("\n".join(r["notes"] + [f"wrote {r['out']}" + (f" and {r['grid']}" if r["grid"] else "")]))
     return 0
 
 
@@ -329,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", metavar="RUN", help="run directories (of deephash train / demo)")
     r.add_argument("-k", type=int, default=10, help="results per query in the neighbour grid")
     r.add_argument("--out", default=None, help="the HTML file (default RUN/report.html; needed with several runs)")
+    r.add_argument("--grid", default=None, metavar="PNG", help="also write the first run's neighbour grid")
     _grid_args(r, data_default=None)
     r.set_defaults(func=cmd_report)
     return p

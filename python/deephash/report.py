@@ -252,9 +252,10 @@ def build_report(run_dirs, out, *, data=None, split_seed=None, k: int = 10, per_
     runs = [read_run(p) for p in run_dirs]
     if not runs:
         raise ReportError("no run directories given")
+    for path in (out, grid_out):
+        if path is not None and not Path(path).parent.is_dir():
+            raise ReportError(f"{path}: no such directory {Path(path).parent}")
     out = Path(out)
-    if not out.parent.is_dir():
-        raise ReportError(f"{out}: no such directory {out.parent}")
     splits = dict(splits or {})
     datasets: dict = {}
     entries, notes, done_baselines = [], [], set()
@@ -444,7 +445,7 @@ def render_html(entries: list, datasets: list, runs: list, notes: list, *, k: in
     # Neighbour grids.
     grids = [e for e in entries if e.grid is not None]
     body = (f'<p class="note">Queries: {per_class} per class, drawn with seed {seed}, the same for every '
-            f"method; each row is a query (dark frame) and its top {k} database items by Hamming distance "
+            f"method; each row is a query (blue frame) and its top {k} database items by Hamming distance "
             f"(ties by database row), framed green when the label matches the query's and red when not, "
             f"with the distance under each.</p>") if grids else ""
     body += '<div class="row">' + "".join(_figure(e.grid, f"neighbour grid of {e.name}", e.name) for e in grids) + "</div>"

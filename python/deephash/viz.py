@@ -44,7 +44,7 @@ HEADER = 22
 MARGIN = 6
 MAX_GRID_K = 20      # results drawn per query
 MAX_PER_CLASS = 20
-QUERY_COLOUR = (40, 40, 40)
+QUERY_COLOUR = (31, 119, 180)   # tab:blue
 MATCH_COLOUR = (44, 160, 44)    # matplotlib's tab:green
 MISS_COLOUR = (214, 39, 40)     # tab:red
 BACKGROUND = (255, 255, 255)
@@ -196,6 +196,8 @@ def _npz_images(path: Path, split, split_seed) -> tuple[ItemImages | None, str]:
     if explicit and "paths_query" in extra and "paths_db" in extra:
         paths = {"query": extra["paths_query"], "db": extra["paths_db"]}
     elif not explicit and "paths" in extra:
+        if len(extra["paths"]) != len(extra["y"]):
+            raise VizError(f"{path}: {len(extra['paths'])} image paths for {len(extra['y'])} rows of x")
         rows = _split_rows(len(extra["paths"]), extra["y"], split_seed, paper=False)
         paths = {k: extra["paths"][v] for k, v in rows.items()}
     else:
@@ -352,7 +354,8 @@ def draw_neighbour_grid(images: ItemImages, query_rows, query_labels, result_row
         # Display coordinates count from the bottom; the layout counts from the top.
         fig.text(MARGIN, height - 4, "query", transform=ident, fontsize=7.5, va="top", ha="left")
         header = title or f"top {k} by Hamming distance: green frame = same label, red = other label"
-        fig.text(MARGIN + cell_w + PAD + QUERY_GAP, height - 4, header, transform=ident, fontsize=7.5,
+        left = MARGIN + cell_w + PAD + QUERY_GAP
+        fig.text(left, height - 4, _fits(header, width - left - MARGIN, 7.5), transform=ident, fontsize=7.5,
                  va="top", ha="left")
         for x, y, s, colour in texts:
             fig.text(x, height - y, s, transform=ident, fontsize=6.5, va="top", ha="center", color=colour)
@@ -407,6 +410,8 @@ def grid_for_search(index, codes: dict, *, codes_path, index_path, data, split_s
     images, why = item_images(data, split, split_seed)
     if images is None:
         return f"no neighbour grid: {why}; nothing written"
+    if "ids" not in codes:
+        raise VizError(f"{codes_path}: has no ids; --grid needs codes from `deephash encode --split query`")
     qids = np.asarray(codes["ids"], dtype=np.int64)
     bad = qids[(qids < 0) | (qids >= len(split.x_query))]
     if bad.size:
