@@ -13,6 +13,10 @@ OPT_IN = {
     "slow": "runs on real Fashion-MNIST or wide codes (minutes, GBs); run with -m slow",
     "fuzz_long": "the long profile of tests/test_fuzz.py (minutes); run with -m fuzz_long",
 }
+# Markers of tests that run by default.
+MARKERS = {
+    "browser": "renders HTML in headless Chromium (skipped without chromium unless DEEPHASH_REQUIRE_BROWSER=1)",
+}
 
 
 def _cuda_ready():
@@ -31,7 +35,7 @@ def device(request):
 
 
 def pytest_configure(config):
-    for name, text in OPT_IN.items():
+    for name, text in {**OPT_IN, **MARKERS}.items():
         config.addinivalue_line("markers", f"{name}: {text}")
 
 

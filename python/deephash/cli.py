@@ -3,11 +3,12 @@
     deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--paper-recipe] --out RUN
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx
-    deephash search --index DB.idx|SHARD_DIR --codes Q.npz [-k K] [--out RESULTS.npz]
+    deephash search --index DB.idx|SHARD_DIR --codes Q.npz [-k K] [--out RESULTS.npz] [--grid PNG [--data D]]
     deephash shard  --index DB.idx --shards N|N1,N2,... --out SHARD_DIR
     deephash eval   --query Q.npz --db DB.npz [--out DIR]
     deephash demo   [--data fashion-mnist] [--bits 64] [--out runs/demo]
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
+    deephash report RUN [RUN ...] [--out FILE.html] [--grid PNG] [--data D]
 
 ``D`` is ``fashion-mnist`` (default), a folder ``DIR/<class>/<i>.npy`` or a ``.npz`` file (see
 :mod:`deephash.data`). Codes files (:mod:`deephash.codes`), model files, index files and run directories
@@ -143,6 +144,11 @@ def cmd_search(args) -> int:
     for q in range(min(len(ids), args.show)):
         pairs = ", ".join(f"{int(i)}:{int(d)}" for i, d in zip(ids[q], dist[q]))
         print(f"query {int(c['ids'][q])}: {pairs}")
+    if args.grid:
+        from .viz import grid_for_search
+
+        print(grid_for_search(idx, c, codes_path=args.codes, index_path=args.index, data=args.data, out=args.grid,
+                              split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed))
     return 0
 
 
@@ -181,7 +187,7 @@ def cmd_demo(args) -> int:
           f"{len(split.x_db)} database items, {split.dim}-d")
     method = _method(args)
     metrics, curve = train_and_evaluate(split, method, out / "hagcn", resume=args.resume,
-                                        extra_config={"data": str(args.data)})
+                                        extra_config={"data": str(args.data), "split_seed": args.split_seed})
     lsh_metrics, lsh_curve = fit_and_evaluate(LSH(args.bits, seed=args.seed), split)
     lsh_metrics.pop("train_seconds")
     rows = [{"method": f"{method.label} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
@@ -191,6 +197,23 @@ def cmd_demo(args) -> int:
         json.dump({"hagcn": {k: metrics[k] for k in metrics if k != "loss_history"}, "lsh": lsh_metrics,
                    "data": str(args.data), "bits": args.bits}, f, indent=2)
     print(f"wrote {out}/pr_curve.png and {out}/demo.json")
+    from .report import build_report
+
+    r = build_report([out / "hagcn"], out / "report.html", data=args.data, split_seed=args.split_seed,
+                     splits={(str(args.data), args.split_seed): split}, grid_out=out / "neighbours.png")
+    print("\n".join(r["notes"] + [f"wrote {r['out']}" + (f" and {r['grid']}" if r["grid"] else "")]))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import ReportError, build_report
+
+    if len(args.runs) > 1 and args.out is None:
+        raise ReportError("--out FILE.html is needed with several runs")
+    r = build_report(args.runs, args.out or Path(args.runs[0]) / "report.html", data=args.data,
+                     split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed,
+                     grid_out=args.grid)
+    print("\n".join(r["notes"] + [f"wrote {r['out']}" + (f" and {r['grid']}" if r["grid"] else "")]))
     return 0
 
 
@@ -236,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--out", default=None)
     s.add_argument("--show", type=int, default=5, help="queries to print")
+    s.add_argument("--grid", default=None, metavar="PNG",
+                   help="write a neighbour grid of a few queries per class (data that can be drawn)")
+    _grid_args(s, data_default="fashion-mnist")
     s.set_defaults(func=cmd_search)
     from .distributed import add_cli
     add_cli(sub, s)  # search's sharded-search options, and `deephash shard`
@@ -260,7 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--image-size", type=int, default=224)
     m.set_defaults(func=cmd_embed)
+
+    r = sub.add_parser("report", help="one self-contained HTML page about runs, with ITQ and LSH baselines")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run directories (of deephash train / demo)")
+    r.add_argument("-k", type=int, default=10, help="results per query in the neighbour grid")
+    r.add_argument("--out", default=None, help="the HTML file (default RUN/report.html; needed with several runs)")
+    r.add_argument("--grid", default=None, metavar="PNG", help="also write the first run's neighbour grid")
+    _grid_args(r, data_default=None)
+    r.set_defaults(func=cmd_report)
     return p
+
+
+def _grid_args(p: argparse.ArgumentParser, data_default) -> None:
+    """The neighbour grid's options; errors of this subcommand's arguments print one line."""
+    p.add_argument("--data", default=data_default, help="the data set of the codes (the grid's pictures and labels)")
+    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--per-class", type=int, default=2, help="grid queries per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the grid's query draw")
+    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")
 
 
 def main(argv=None) -> int:

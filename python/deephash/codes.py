@@ -55,6 +55,7 @@ def load_codes(path) -> dict:
     if "codes" not in d or "bits" not in d or d["codes"].dtype != np.uint8 or d["codes"].ndim != 2:
         raise ValueError(f"{path}: not a deephash codes file (needs uint8 'codes' [N, bytes] and 'bits')")
     d["bits"] = int(d["bits"])
+    d.setdefault("ids", np.arange(len(d["codes"]), dtype=np.int64))  # row numbers, as save_codes' default
     if d["codes"].shape[1] != (d["bits"] + 7) // 8:
         raise ValueError(f"{path}: codes have {d['codes'].shape[1]} bytes per row, {d['bits']} bits need "
                          f"{(d['bits'] + 7) // 8}")

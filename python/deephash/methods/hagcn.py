@@ -19,6 +19,7 @@ import torch
 
 from .. import graphs
 from ..models.hagcn import HAGCNNet, PaperHAGCNNet, canonical_filter
+from ..progress import training_progress
 from .base import HashMethod
 
 _RUN_OPTIONS = {"device": "cpu", "progress": False}
@@ -104,12 +105,7 @@ class HAGCN(HashMethod):
         x = x.to(device)
         targets = targets.to(device) if targets is not None else None
         steps = max(1, n // bs) if n >= bs else 1
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=epochs * steps, initial=start * steps, desc=f"{self.label} {self.bits}b", unit="step",
-                       dynamic_ncols=True)
+        bar = training_progress(f"{self.label} {self.bits}b", epochs, steps, start) if self.progress else None
         net.train()
         for epoch in range(start, epochs):
             g = _gen(self.seed, 2, epoch)
@@ -127,9 +123,10 @@ class HAGCN(HashMethod):
                     raise FloatingPointError(f"the loss became {lv} at epoch {epoch + 1}, step {s + 1}")
                 total += lv
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{lv:.4f}")
+                    bar.step(epoch + 1, lv)
             history.append(total / steps)
+            if bar is not None:
+                bar.end_epoch(epoch + 1, history[-1])
             if checkpoint is not None:
                 checkpoint.save(cfg, self.seed, epoch + 1, history, model=net.state_dict(), optim=opt.state_dict(),
                                 targets=targets.cpu() if targets is not None else None)
