@@ -201,6 +201,10 @@ def cmd_demo(args) -> int:
     from .metrics import plot_pr_curve
     from .run import fit_and_evaluate, train_and_evaluate
 
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("demo runs in one process; for data-parallel training use torchrun ... -m deephash train")
     out = Path(args.out)
     split = load_data(args.data, seed=args.split_seed)
     print(f"data: {args.data}: {len(split.x_train)} training, {len(split.x_query)} queries, "

@@ -182,7 +182,10 @@ class DeepHashMethod(HashMethod):
         xn = self.normalize(x).to(dev)
         y = None if y is None else y.to(dev)
         self._parallel = par
-        self.prepare(xn, y)
+        # prepare's own draws (SHC trains a classifier) leave the network's initialisation alone: it depends
+        # on the seed only, however prepare trained (in one process or data-parallel).
+        with torch.random.fork_rng(devices=[]):
+            self.prepare(xn, y)
         self.net = self.build_net(int(x.shape[1])).to(dev)
         par.broadcast_module(self.net)
         return xn, y
