@@ -13,6 +13,9 @@ network), :meth:`prepare` (work before training, e.g. hash centers) and :meth:`c
   from a seeded generator. ``threads`` (default: leave torch's setting) sets
   ``torch.set_num_threads`` during ``fit`` and restores it afterwards.
 - ``encode`` returns ``sign`` of the network output (0 maps to -1).
+- ``fit(..., parallel=DataParallel())`` trains data-parallel (:mod:`deephash.data_parallel`): the network
+  runs on this rank's rows of each global batch, :meth:`DeepHashMethod.loss` on the gathered outputs of
+  the whole batch.
 """
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ Deterministic under ``seed``: the network's initialisation, the anchors, the tra
 each epoch's shuffle and any random start vector come from generators derived from ``seed`` (and the
 epoch), so a run resumed from its checkpoint (``fit(..., checkpoint=...)``: network, optimiser, targets,
 epoch, loss history after every epoch) ends exactly as an uninterrupted one.
+
+``fit(..., parallel=DataParallel())`` trains data-parallel (:mod:`deephash.data_parallel`): the encoder runs on
+this rank's rows of each global batch, the per-batch graph and the filter on the whole batch.
 """
 from __future__ import annotations
 
