@@ -1,6 +1,7 @@
 """The ``deephash`` command line (also ``python -m deephash``).
 
     deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--paper-recipe] --out RUN
+    torchrun --nproc-per-node N -m deephash train ...      (data-parallel: deephash.data_parallel)
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx
     deephash search --index DB.idx|SHARD_DIR --codes Q.npz [-k K] [--out RESULTS.npz] [--grid PNG [--data D]]
@@ -83,15 +84,34 @@ def _print_table(rows, first="method"):
 
 
 def cmd_train(args) -> int:
+    """``deephash train``; under torchrun (``WORLD_SIZE`` > 1) data-parallel, one rank per process, over
+    gloo (``--device cpu``) or NCCL (``--device cuda``, one GPU per rank)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .data_parallel import run_distributed
+        return run_distributed(lambda par: _train(args, par), str(args.device).startswith("cuda"), args.timeout)
+    return _train(args, None)
+
+
+def _train(args, parallel) -> int:
     from .data import load_data
     from .run import train_and_evaluate
 
+    main = parallel is None or parallel.is_main
     split = load_data(args.data, seed=args.split_seed)
+    if not main:
+        args.no_progress = True
     method = _method(args, args.method)
-    metrics, _ = train_and_evaluate(split, method, args.out, resume=args.resume,
-                                    extra_config={"data": str(args.data), "split_seed": args.split_seed})
-    _print_table([{"method": f"{method.label} {method.bits}b", **metrics}])
-    print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
+    extra = {"data": str(args.data), "split_seed": args.split_seed}
+    if parallel is not None:
+        extra["ranks"] = parallel.world
+    metrics, _ = train_and_evaluate(split, method, args.out, resume=args.resume, extra_config=extra,
+                                    parallel=parallel)
+    if main:
+        _print_table([{"method": f"{method.label} {method.bits}b", **metrics}])
+        print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png"
+              + (f" ({parallel.world} ranks)" if parallel is not None else ""))
     return 0
 
 
@@ -181,6 +201,10 @@ def cmd_demo(args) -> int:
     from .metrics import plot_pr_curve
     from .run import fit_and_evaluate, train_and_evaluate
 
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("demo runs in one process; for data-parallel training use torchrun ... -m deephash train")
     out = Path(args.out)
     split = load_data(args.data, seed=args.split_seed)
     print(f"data: {args.data}: {len(split.x_train)} training, {len(split.x_query)} queries, "
@@ -237,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="hagcn", choices=list(METHODS),
                    help="hashing method (default hagcn); options a method does not take are refused")
     t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--timeout", type=float, default=1800.0,
+                   help="under torchrun: seconds a rank waits for the others before failing")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("encode", help="codes of embeddings with a trained model")

@@ -6,7 +6,8 @@ benchmark uses it as it is. :func:`train_and_evaluate` does the same and writes 
 (docs/formats.md): ``model.pt`` (:meth:`HashMethod.save`), ``config.json``, ``metrics.json`` (the metrics,
 ``train_seconds``, the loss per epoch where the method trains in epochs, the PR curve), ``pr_curve.png``,
 and, for a method that trains in epochs, ``checkpoint.pt`` after every epoch (:class:`Checkpoint`), from
-which ``resume=True`` continues.
+which ``resume=True`` continues. Under data-parallel training (``parallel=``, :mod:`deephash.data_parallel`)
+rank 0 alone evaluates and writes these files.
 """
 from __future__ import annotations
 
@@ -69,32 +70,42 @@ def method_options(name: str, **given) -> dict:
     return opts
 
 
-def fit_and_evaluate(method: HashMethod, split: Split, checkpoint: Checkpoint | None = None):
-    """Fit ``method`` on the training split, encode queries and database, evaluate.
-    Returns ``(metrics, curve)``; ``metrics["train_seconds"]`` is the fit time."""
+def _fit(method: HashMethod, split: Split, checkpoint, parallel) -> float:
     y_train = split.y_train if method.supervised else None
-    t0 = time.perf_counter()
+    kwargs = {}
     if checkpoint is not None and method.resumable:
-        method.fit(split.x_train, y_train, checkpoint=checkpoint)
-    else:
-        method.fit(split.x_train, y_train)
-    train_s = time.perf_counter() - t0
+        kwargs["checkpoint"] = checkpoint
+    if parallel is not None and parallel.world > 1:
+        if not method.data_parallel:
+            raise ValueError(f"{method.name} does not train data-parallel (the methods that do: "
+                             f"{', '.join(n for n, c in METHODS.items() if c.data_parallel)}); "
+                             f"run it in one process")
+        kwargs["parallel"] = parallel
+    t0 = time.perf_counter()
+    method.fit(split.x_train, y_train, **kwargs)
+    return time.perf_counter() - t0
+
+
+def _evaluate(method: HashMethod, split: Split, train_s: float):
     metrics, curve = evaluate(method.encode(split.x_query), method.encode(split.x_db), split.y_query, split.y_db,
                               method.bits)
     metrics["train_seconds"] = train_s
     return metrics, curve
 
 
-def train_and_evaluate(split: Split, method: HashMethod, run_dir, *, resume: bool = False,
-                       extra_config: dict | None = None, on_epoch=None):
-    """The ``deephash train`` job: :func:`fit_and_evaluate`, then write the run directory ``run_dir``.
-    Returns ``(metrics, curve)``."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    checkpoint = Checkpoint(run / CHECKPOINT, resume=resume, on_epoch=on_epoch) if method.resumable else None
-    metrics, curve = fit_and_evaluate(method, split, checkpoint)
-    if getattr(method, "history", None):
-        metrics["loss_history"] = list(method.history)
+def fit_and_evaluate(method: HashMethod, split: Split, checkpoint: Checkpoint | None = None, parallel=None):
+    """Fit ``method`` on the training split, encode queries and database, evaluate.
+    Returns ``(metrics, curve)``; ``metrics["train_seconds"]`` is the fit time.
+
+    ``parallel`` (:class:`deephash.data_parallel.DataParallel`, every rank calling with the same split):
+    the method trains data-parallel; rank 0 evaluates and every rank returns its result."""
+    train_s = _fit(method, split, checkpoint, parallel)
+    if parallel is None:
+        return _evaluate(method, split, train_s)
+    return parallel.on_main(_evaluate, method, split, train_s)
+
+
+def _write_run(run: Path, method: HashMethod, metrics: dict, curve, extra_config: dict | None) -> None:
     method.save(run / "model.pt")
     with open(run / "config.json", "w") as f:
         json.dump({"model": method.config, "seed": method.seed, "torch": torch.__version__, **(extra_config or {})},
@@ -102,4 +113,26 @@ def train_and_evaluate(split: Split, method: HashMethod, run_dir, *, resume: boo
     with open(run / "metrics.json", "w") as f:
         json.dump({**metrics, "pr_curve": curve}, f, indent=2)
     plot_pr_curve({f"{method.label} {method.bits}b": curve}, run / "pr_curve.png")
+
+
+def train_and_evaluate(split: Split, method: HashMethod, run_dir, *, resume: bool = False,
+                       extra_config: dict | None = None, on_epoch=None, parallel=None):
+    """The ``deephash train`` job: :func:`fit_and_evaluate`, then write the run directory ``run_dir``.
+    Returns ``(metrics, curve)``.
+
+    ``parallel``: data-parallel training (:mod:`deephash.data_parallel`); every rank calls with the same
+    arguments, rank 0 alone reads and writes ``run_dir`` (checkpoint included) and evaluates, and every
+    rank returns rank 0's result. ``on_epoch`` runs on every rank."""
+    run = Path(run_dir)
+    main = parallel is None or parallel.is_main
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+    checkpoint = Checkpoint(run / CHECKPOINT, resume=resume, on_epoch=on_epoch) if method.resumable else None
+    metrics, curve = fit_and_evaluate(method, split, checkpoint, parallel)
+    if getattr(method, "history", None):
+        metrics["loss_history"] = list(method.history)
+    if parallel is None:
+        _write_run(run, method, metrics, curve, extra_config)
+    else:
+        parallel.on_main(_write_run, run, method, metrics, curve, extra_config)
     return metrics, curve

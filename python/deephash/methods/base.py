@@ -18,6 +18,10 @@ with ``restore(config, seed)`` (the state saved by the last finished epoch, or N
 ``save(config, seed, epoch, history, **state)`` (:class:`deephash.run.Checkpoint`), so that a killed run
 resumes exactly where it stopped.
 
+Methods that train by gradient steps on mini-batches set ``data_parallel = True`` and take
+``fit(..., parallel=...)``: a :class:`deephash.data_parallel.DataParallel` over which they train
+data-parallel (every rank calls ``fit`` with the same data; the fitted model is the same on every rank).
+
 The model file (``model.pt``, docs/formats.md): a ``torch.save`` dict ``{"method", "bits", "seed",
 "options", "state"}``. :meth:`HashMethod.load` also reads the older HAGCN files (``"format":
 "deephash.HAGCN"``) through :func:`deephash.methods.hagcn.upgrade_old_model_file`.
@@ -38,6 +42,7 @@ class HashMethod:
     name = "base"
     supervised = False
     resumable = False
+    data_parallel = False
     options: dict = {}
 
     def __init__(self, bits: int, seed: int = 0, **kwargs):

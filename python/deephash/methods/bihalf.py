@@ -54,7 +54,11 @@ class BiHalf(DeepHashMethod):
         self.median = None
 
     def loss(self, out, x, y, idx, step):
-        b = _BiHalf.apply(out, float(self.gamma))
+        # The pull term of the backward is added to the gradient, not scaled by it: under data-parallel
+        # training, where every rank backpropagates 1/R of this loss and the gathered gradient is summed
+        # over ranks, each rank adds 1/R of it.
+        world = self._parallel.world if self._parallel is not None else 1
+        b = _BiHalf.apply(out, float(self.gamma) / world)
         xn = F.normalize(x, dim=1)
         target = xn @ xn.T
         return (target - b @ b.T / self.bits).pow(2).mean()

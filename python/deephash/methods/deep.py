@@ -13,6 +13,9 @@ network), :meth:`prepare` (work before training, e.g. hash centers) and :meth:`c
   from a seeded generator. ``threads`` (default: leave torch's setting) sets
   ``torch.set_num_threads`` during ``fit`` and restores it afterwards.
 - ``encode`` returns ``sign`` of the network output (0 maps to -1).
+- ``fit(..., parallel=DataParallel())`` trains data-parallel (:mod:`deephash.data_parallel`): the network
+  runs on this rank's rows of each global batch, :meth:`DeepHashMethod.loss` on the gathered outputs of
+  the whole batch.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import time
 import torch
 from torch import nn
 
+from ..data_parallel import ONE_PROCESS
 from .base import HashMethod, as_float, label_matrix, sign
 
 DEEP_OPTIONS = {"epochs": 30, "lr": 1e-3, "batch_size": 128, "hidden": 1024, "dropout": 0.1,
@@ -40,14 +44,23 @@ class HashHead(nn.Module):
 
 def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, batch_size: int,
                weight_decay: float, seed: int, verbose: bool = False, name: str = "", checkpoint=None,
-               config: dict | None = None) -> list:
+               config: dict | None = None, parallel=None) -> list:
     """Adam over seeded mini-batches of ``range(n)``; ``batch_loss(idx, step)`` returns the loss.
     Drops a last batch of fewer than 2 items (pairwise losses need two). Returns the mean loss per epoch.
 
     With a ``checkpoint`` (see :class:`deephash.run.Checkpoint`), the network, optimiser, batch-order
     generator and the global CPU random state (dropout) are saved after every epoch under ``config`` and
     ``seed``, and a saved state is restored first, so that a resumed run ends as an uninterrupted one.
+
+    Data-parallel (``parallel``, a :class:`deephash.data_parallel.DataParallel` of several ranks): every rank
+    draws the same global batches, ``batch_loss`` returns this rank's share of the loss, the gradients are
+    summed over ranks before each step, and rank 0 alone reads and writes the checkpoint. The dropout
+    stream of each rank is seeded from (seed, epoch, rank) at the start of every epoch, so that ranks draw
+    different masks and a resumed run still ends as an uninterrupted one.
     """
+    par = parallel or ONE_PROCESS
+    if par.world > 1:
+        checkpoint = par.checkpoint(checkpoint)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
     history, step, start = [], 0, 0
@@ -61,6 +74,8 @@ def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, ba
     bs = max(2, min(int(batch_size), n))
     for epoch in range(start, int(epochs)):
         net.train()
+        if par.world > 1:
+            torch.manual_seed((int(seed) * 1_000_003 + epoch) * 1_000_003 + par.rank)
         perm = torch.randperm(n, generator=g)
         total, count = 0.0, 0
         for s in range(0, n, bs):
@@ -70,8 +85,9 @@ def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, ba
             loss = batch_loss(idx, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            par.sync_gradients(net.parameters())
             opt.step()
-            total += float(loss.detach())
+            total += par.total(loss)
             count += 1
             step += 1
         history.append(total / max(1, count))
@@ -102,6 +118,7 @@ class DeepHashMethod(HashMethod):
 
     options = dict(DEEP_OPTIONS)
     resumable = True
+    data_parallel = True
 
     def __init__(self, bits: int, seed: int = 0, **kwargs):
         super().__init__(bits, seed, **kwargs)
@@ -110,6 +127,7 @@ class DeepHashMethod(HashMethod):
         self.scale = None
         self.history = []
         self.train_seconds = None
+        self._parallel = None
 
     # -- hooks -------------------------------------------------------------------------------
     def build_net(self, in_dim: int) -> nn.Module:
@@ -150,36 +168,58 @@ class DeepHashMethod(HashMethod):
     def normalize(self, x) -> torch.Tensor:
         return (as_float(x) - self.mean) / self.scale
 
-    def fit(self, x_train, y_train=None, *, checkpoint=None) -> "DeepHashMethod":
+    def setup(self, x_train, y_train=None, parallel=None):
+        """The work before the training loop: the normalisation, :meth:`prepare`, the network (rank 0's
+        initialisation on every rank). Returns the normalised training data and multi-hot labels (or None),
+        on the method's device. Runs under the caller's random state."""
+        par = parallel or ONE_PROCESS
         self.check_labels(x_train, y_train)
         x = as_float(x_train)
         if x.dim() != 2 or x.shape[0] < 2:
             raise ValueError(f"{self.name}: x_train must be [N >= 2, d], got shape {tuple(x.shape)}")
         self.check_input(x)
         y = label_matrix(y_train) if (self.supervised and y_train is not None) else None
+        self.mean = x.mean(0)
+        self.scale = ((x - self.mean).pow(2).mean().sqrt()).clamp_min(1e-8)
+        dev = torch.device(self.device)
+        xn = self.normalize(x).to(dev)
+        y = None if y is None else y.to(dev)
+        self._parallel = par
+        # prepare's own draws (SHC trains a classifier) leave the network's initialisation alone: it depends
+        # on the seed only, however prepare trained (in one process or data-parallel).
+        with torch.random.fork_rng(devices=[]):
+            self.prepare(xn, y)
+        self.net = self.build_net(int(x.shape[1])).to(dev)
+        par.broadcast_module(self.net)
+        return xn, y
+
+    def batch_loss(self, xn, y, idx, step: int, parallel=None) -> torch.Tensor:
+        """The loss of the global mini-batch ``idx`` (this rank's share under ``parallel``): the network runs
+        on this rank's rows, :meth:`loss` on the outputs of every rank."""
+        par = parallel or ONE_PROCESS
+        out = par.gather(self.net(xn[idx[par.rows(len(idx))]]), len(idx))
+        return par.share(self.loss(out, xn[idx], None if y is None else y[idx], idx, step))
+
+    def fit(self, x_train, y_train=None, *, checkpoint=None, parallel=None) -> "DeepHashMethod":
+        """Train on ``x_train`` (and labels); ``parallel``: data-parallel over its ranks
+        (:mod:`deephash.data_parallel`), every rank passing the same data and options."""
+        par = parallel or ONE_PROCESS
         t0 = time.perf_counter()
         with _Threads(self.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.mean = x.mean(0)
-            self.scale = ((x - self.mean).pow(2).mean().sqrt()).clamp_min(1e-8)
-            dev = torch.device(self.device)
-            xn = self.normalize(x).to(dev)
-            y = None if y is None else y.to(dev)
-            self.prepare(xn, y)
-            self.net = self.build_net(int(x.shape[1])).to(dev)
-
-            def batch_loss(idx, step):
-                xb = xn[idx]
-                return self.loss(self.net(xb), xb, None if y is None else y[idx], idx, step)
-
-            self.history = train_loop(self.net, xn.shape[0], batch_loss, epochs=self.epochs, lr=self.lr,
-                                      batch_size=self.batch_size, weight_decay=self.weight_decay,
-                                      seed=self.seed, verbose=self.verbose, name=self.name,
-                                      checkpoint=checkpoint, config=self.model_config())
+            xn, y = self.setup(x_train, y_train, par)
+            self.history = train_loop(self.net, xn.shape[0],
+                                      lambda idx, step: self.batch_loss(xn, y, idx, step, par),
+                                      epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                                      weight_decay=self.weight_decay, seed=self.seed,
+                                      verbose=self.verbose and par.is_main, name=self.name,
+                                      checkpoint=checkpoint, config=self.model_config(), parallel=par)
+            par.broadcast_module(self.net, buffers_only=True)  # per-rank statistics (BatchNorm): keep rank 0's
             with torch.no_grad():
                 self.after_fit(xn)
             self.net.cpu()
             self._to_cpu()
+        self._parallel = None
         self.train_seconds = time.perf_counter() - t0
         return self
 

@@ -9,6 +9,9 @@ Deterministic under ``seed``: the network's initialisation, the anchors, the tra
 each epoch's shuffle and any random start vector come from generators derived from ``seed`` (and the
 epoch), so a run resumed from its checkpoint (``fit(..., checkpoint=...)``: network, optimiser, targets,
 epoch, loss history after every epoch) ends exactly as an uninterrupted one.
+
+``fit(..., parallel=DataParallel())`` trains data-parallel (:mod:`deephash.data_parallel`): the encoder runs on
+this rank's rows of each global batch, the per-batch graph and the filter on the whole batch.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import graphs
+from ..data_parallel import ONE_PROCESS
 from ..models.hagcn import HAGCNNet, PaperHAGCNNet, canonical_filter
 from ..progress import training_progress
 from .base import HashMethod
@@ -38,6 +42,7 @@ class HAGCN(HashMethod):
 
     name = "hagcn"
     resumable = True
+    data_parallel = True
     net_class = HAGCNNet
     tunables = ("epochs", "batch_size", "lr", "order", "hidden", "anchors", "subgraphs", "knn", "hash_weight",
                 "bit_weight", "recon_weight")
@@ -72,28 +77,43 @@ class HAGCN(HashMethod):
             raise ValueError(f"{self.name}: epochs must be >= 1 and batch_size >= 2")
         return cfg
 
-    def build(self, x_train) -> tuple[torch.nn.Module, torch.Tensor | None]:
-        """A freshly initialised network (deterministic in ``seed``) and its training targets."""
+    def build(self, x_train, targets: bool = True) -> tuple[torch.nn.Module, torch.Tensor | None]:
+        """A freshly initialised network (deterministic in ``seed``) and its training targets (None when
+        ``targets`` is False)."""
         x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
         torch.manual_seed(self.seed)
         net = self.net_class.from_config(self.net_config(int(x.shape[1])))
         net.prepare(x, generator=_gen(self.seed, 1))
-        return net, self.targets(net, x)
+        return net, self.targets(net, x) if targets else None
 
     def targets(self, net, x: torch.Tensor) -> torch.Tensor | None:
         """The codes the hash head learns: the training-set graph's spectral codes."""
         feats = graphs.cosine_features(x, net.mean)
         return graphs.spectral_codes(feats, self.bits, k=net.config.get("knn"), seed=self.seed)
 
-    def fit(self, x_train, y_train=None, *, checkpoint=None) -> "HAGCN":
+    @staticmethod
+    def step_loss(net, x: torch.Tensor, targets: torch.Tensor | None, idx: torch.Tensor, generator=None,
+                  parallel=None) -> torch.Tensor:
+        """The loss of the global mini-batch ``idx`` of ``x`` (this rank's share under ``parallel``)."""
+        out = net.forward_train(x[idx], generator=generator, parallel=parallel)
+        return net.loss(out, targets[idx] if targets is not None else None)[0]
+
+    def fit(self, x_train, y_train=None, *, checkpoint=None, parallel=None) -> "HAGCN":
+        """Train on ``x_train``; ``parallel``: data-parallel over its ranks (:mod:`deephash.data_parallel`),
+        every rank passing the same data and options. Rank 0 computes the training-set graph codes and
+        sends them to the others."""
+        par = parallel or ONE_PROCESS
         x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
         if x.dim() != 2 or x.shape[0] < 2:
             raise ValueError(f"{self.name}: x_train must be [N >= 2, d], got shape {tuple(x.shape)}")
+        if par.world > 1:
+            checkpoint = par.checkpoint(checkpoint)
         n, device = x.shape[0], self.device
-        net, targets = self.build(x)
+        net, _ = self.build(x, targets=False)
         cfg = net.config
         epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
         net.to(device)
+        par.broadcast_module(net)
         opt = torch.optim.Adam(net.parameters(), lr=float(cfg["lr"]))
         start, history = 0, []
         state = checkpoint.restore(cfg, self.seed, map_location=device) if checkpoint is not None else None
@@ -102,10 +122,14 @@ class HAGCN(HashMethod):
             opt.load_state_dict(state["optim"])
             targets = state["targets"]
             start, history = int(state["epoch"]), list(state["history"])
+        else:
+            targets = self.targets(net, x) if par.is_main else None
+            targets = par.broadcast_tensor(targets)
         x = x.to(device)
         targets = targets.to(device) if targets is not None else None
         steps = max(1, n // bs) if n >= bs else 1
-        bar = training_progress(f"{self.label} {self.bits}b", epochs, steps, start) if self.progress else None
+        show = self.progress and par.is_main
+        bar = training_progress(f"{self.label} {self.bits}b", epochs, steps, start) if show else None
         net.train()
         for epoch in range(start, epochs):
             g = _gen(self.seed, 2, epoch)
@@ -113,12 +137,12 @@ class HAGCN(HashMethod):
             total = 0.0
             for s in range(steps):
                 idx = perm[s * bs:(s + 1) * bs] if n >= bs else perm
-                out = net.forward_train(x[idx], generator=g)
-                loss, _ = net.loss(out, targets[idx] if targets is not None else None)
+                loss = self.step_loss(net, x, targets, idx, generator=g, parallel=par)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                par.sync_gradients(net.parameters())
                 opt.step()
-                lv = loss.item()
+                lv = par.total(loss)
                 if not math.isfinite(lv):
                     raise FloatingPointError(f"the loss became {lv} at epoch {epoch + 1}, step {s + 1}")
                 total += lv

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..data_parallel import ONE_PROCESS
 from .csq import CSQ
 from .deep import HashHead, train_loop
 
@@ -84,13 +85,16 @@ class SHC(CSQ):
         clf = HashHead(x.shape[1], c, int(self.hidden), float(self.dropout)).to(x.device)
         target = y / y.sum(1, keepdim=True)
 
+        par = self._parallel or ONE_PROCESS
+        par.broadcast_module(clf)
+
         def batch_loss(idx, step):
-            logits = clf(x[fit[idx]])
-            return -(target[fit[idx]] * F.log_softmax(logits, 1)).sum(1).mean()
+            logits = par.gather(clf(x[fit[idx[par.rows(len(idx))]]]), len(idx))
+            return par.share(-(target[fit[idx]] * F.log_softmax(logits, 1)).sum(1).mean())
 
         epochs = self.epochs if self.classify_epochs is None else self.classify_epochs
         train_loop(clf, fit.numel(), batch_loss, epochs=epochs, lr=self.lr, batch_size=self.batch_size,
-                   weight_decay=self.weight_decay, seed=self.seed + 2)
+                   weight_decay=self.weight_decay, seed=self.seed + 2, parallel=par)
         with torch.no_grad():
             prob = torch.softmax(clf(x[hold]), 1)
         yh = y[hold]

@@ -166,19 +166,21 @@ class HAGCNNet(_Net):
             n = A.shape[-1]
             Ahat = torch.eye(n, dtype=H.dtype, device=H.device) - graphs.normalized_laplacian(
                 A + torch.eye(n, dtype=A.dtype, device=A.device))
-            Z = Ahat @ H
-        elif self.filter == "lanczos":
+            return Ahat @ H
+        if self.filter == "lanczos":
             n = L.shape[-1]
             g = torch.Generator(device="cpu").manual_seed(n)
             v0 = torch.rand(n, generator=g).to(H).expand(L.shape[0], n)
             V, T = graphs.lanczos(L, int(self.config["order"]), v0)
-            Z = V @ graphs.spectral_filter(V.transpose(-1, -2) @ H, T, self.theta, "chebyshev")
-        else:
-            Z = graphs.spectral_filter(H, L, self.theta, self.filter)
-        return self.graph_w(Z)
+            return V @ graphs.spectral_filter(V.transpose(-1, -2) @ H, T, self.theta, "chebyshev")
+        return graphs.spectral_filter(H, L, self.theta, self.filter)
 
-    def forward_train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """One step's graph and outputs for a batch ``x[n, d]``: reconstruction and logits."""
+    def forward_train(self, x: torch.Tensor, generator: torch.Generator | None = None, parallel=None) -> dict:
+        """One step's graph and outputs for a batch ``x[n, d]``: reconstruction and logits.
+
+        ``parallel`` (:mod:`deephash.data_parallel`): ``x`` is the global batch; the encoder runs on this
+        rank's rows, whose features are gathered from every rank; the graph and the filter act on the whole
+        batch; the decoder reconstructs this rank's rows (``recon`` and ``target`` are those rows)."""
         xn = self.normalize(x)
         n = xn.shape[0]
         G = max(1, min(int(self.config["subgraphs"]), n))
@@ -191,24 +193,34 @@ class HAGCNNet(_Net):
         with torch.no_grad():
             A = graphs.knn_adjacency(nodes, self.config["knn"])
             L = graphs.normalized_laplacian(A)
-        H = F.gelu(self.encoder(nodes))
-        Z = self._filter(H, L, A)
-        recon = self.decoder(Z)
         nb = n // G
-        recon_b = recon[:, :nb].reshape(n, -1)
+        world = 1 if parallel is None else parallel.world
+        if world == 1:
+            rows = slice(0, n)
+            H = F.gelu(self.encoder(nodes))
+        else:
+            rows = parallel.rows(n)
+            Hb = parallel.gather(F.gelu(self.encoder(xn[rows])), n)
+            Ha = F.gelu(self.encoder(an))
+            H = torch.cat([Hb.reshape(G, nb, -1), Ha[None].expand(G, -1, -1)], 1)
+        Z = self._filter(H, L, A)
+        # Only the batch's rows are decoded: the anchors' reconstructions are not part of the loss.
+        recon = self.decoder(self.graph_w(Z[:, :nb].reshape(n, -1)[rows]))
         logits = self.hash_head(H[:, :nb].reshape(n, -1))
-        return {"recon": recon_b, "target": xn, "logits": logits}
+        return {"recon": recon, "target": xn[rows], "logits": logits, "batch": n, "world": world}
 
     def loss(self, out: dict, target_codes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """The training loss and its parts."""
+        """The training loss and its parts (under data-parallel training, this rank's share of them: the
+        reconstruction error of its rows, and the batch-wide terms divided by the number of ranks)."""
         if target_codes is None:
             raise ValueError("the default HAGCN trains against the training-set graph codes (target_codes)")
         cfg, b = self.config, self.bits
-        rec = F.mse_loss(out["recon"], out["target"])
+        world = out.get("world", 1)
+        rec = F.mse_loss(out["recon"], out["target"], reduction="sum") / (out["batch"] * out["target"].shape[1])
         B = 2 * torch.sigmoid(out["logits"]) - 1
         Tc = target_codes
-        sim = ((B @ B.T / b - Tc @ Tc.T / b) ** 2).mean()
-        bit = F.binary_cross_entropy_with_logits(out["logits"], (Tc > 0).to(out["logits"].dtype))
+        sim = ((B @ B.T / b - Tc @ Tc.T / b) ** 2).mean() / world
+        bit = F.binary_cross_entropy_with_logits(out["logits"], (Tc > 0).to(out["logits"].dtype)) / world
         total = cfg["recon_weight"] * rec + cfg["hash_weight"] * sim + cfg["bit_weight"] * bit
         return total, {"recon": float(rec.detach()), "hash": float(sim.detach()), "bit": float(bit.detach())}
 
@@ -259,19 +271,30 @@ class PaperHAGCNNet(_Net):
         V, T = graphs.lanczos(M, K, v0)
         return V @ T @ V.transpose(-1, -2) @ h
 
-    def forward_train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """One step's graph and outputs for a batch ``x[n, d]``: reconstruction, logits and the graph S."""
-        h = F.gelu(self.encoder(x))[None]
+    def forward_train(self, x: torch.Tensor, generator: torch.Generator | None = None, parallel=None) -> dict:
+        """One step's graph and outputs for a batch ``x[n, d]``: reconstruction, logits and the graph S.
+        ``parallel``: as :meth:`HAGCNNet.forward_train` (the encoder on this rank's rows, gathered)."""
+        n = x.shape[0]
+        world = 1 if parallel is None else parallel.world
+        if world == 1:
+            rows = slice(0, n)
+            h = F.gelu(self.encoder(x))[None]
+        else:
+            rows = parallel.rows(n)
+            h = parallel.gather(F.gelu(self.encoder(x[rows])), n)[None]
         M, S = graphs.paper_operator(h)
         z = self._filter(h, M, generator)
-        recon = self.decoder(F.gelu(self.post(z)))[0]
-        return {"recon": recon, "target": x, "logits": self.hash_head(x), "S": S[0]}
+        recon = self.decoder(F.gelu(self.post(z[:, rows])))[0]
+        return {"recon": recon, "target": x[rows], "logits": self.hash_head(x), "S": S[0], "batch": n,
+                "world": world}
 
     def loss(self, out: dict, target_codes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """The training loss and its parts (no target codes: the paper trains against the step's graph)."""
+        """The training loss and its parts (no target codes: the paper trains against the step's graph);
+        under data-parallel training, this rank's share (see :meth:`HAGCNNet.loss`)."""
         b = self.bits
-        rec = F.mse_loss(out["recon"], out["target"])
+        world = out.get("world", 1)
+        rec = F.mse_loss(out["recon"], out["target"], reduction="sum") / (out["batch"] * out["target"].shape[1])
         B = 2 * torch.sigmoid(out["logits"]) - 1
-        sim = ((B @ B.T - b * out["S"]) ** 2).mean()
+        sim = ((B @ B.T - b * out["S"]) ** 2).mean() / world
         total = rec + self.config["hash_weight"] * sim
         return total, {"recon": float(rec.detach()), "hash": float(sim.detach())}
