@@ -121,6 +121,7 @@ def test_cli_refuses_bad_input(tmp_path, split_npz, capsys):
 
 def test_embed_without_weights_or_torchvision(tmp_path, capsys):
     (tmp_path / "img" / "a").mkdir(parents=True)
+    (tmp_path / "img" / "a" / "0.png").write_bytes(b"")  # the paths are checked before the backbone loads
     rc = main(["embed", "--images", str(tmp_path / "img"), "--out", str(tmp_path / "e.npz")])
     assert rc == 2
     err = capsys.readouterr().err

@@ -156,3 +156,38 @@ def test_load_embeddings_npy_and_npz(tmp_path):
     np.savez(tmp_path / "nox.npz", y=np.arange(4))
     with pytest.raises(DataError, match="nox.npz: cannot read embeddings"):
         load_embeddings(tmp_path / "nox.npz")
+
+
+def _folder(root, n, make=lambda i: np.full(4, float(i), np.float32)):
+    for i in range(n):
+        d = root / str(i % 2)
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(d / f"{i}.npy", make(i))
+    return root
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_folder_too_small_for_the_paper_split(tmp_path, n):
+    """4 or 5 items leave a one-item held-out part (a query) and no database: refused up front."""
+    root = _folder(tmp_path / f"emb{n}", n)
+    with pytest.raises(DataError, match=f"emb{n}.*at least 6 items, got {n}"):
+        load_data(root)
+
+
+def test_folder_six_items(tmp_path):
+    s = load_data(_folder(tmp_path / "emb", 6))
+    assert (len(s.x_train), len(s.x_query), len(s.x_db)) == (4, 1, 1)
+
+
+def test_folder_skips_hidden_files_and_refuses_complex(tmp_path):
+    root = _folder(tmp_path / "emb", 10)
+    base = load_data(root)
+    (root / "0" / "._3.npy").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # a macOS resource fork
+    np.save(root / "1" / ".hidden.npy", np.zeros(4, np.float32))
+    (root / ".git").mkdir()
+    np.save(root / ".git" / "x.npy", np.zeros(4, np.float32))
+    again = load_data(root)
+    assert np.array_equal(again.x_train, base.x_train) and np.array_equal(again.y_db, base.y_db)
+    np.save(root / "1" / "9.npy", np.ones(4, np.complex64) * (1 + 2j))
+    with pytest.raises(DataError, match=r"9\.npy.*complex"):
+        load_data(root)

@@ -23,7 +23,8 @@ def _tiny(filt, paper, bits=16, epochs=2, seed=0, **kw):
     """A small ``hagcn`` / ``hagcn-paper`` method (``kw``: more options)."""
     opts = dict(filter=filt, epochs=epochs, batch_size=32, hidden=32)
     if paper:
-        opts.update(order=4)
+        if filt != "gcn":  # gcn has no order (given, it is refused)
+            opts.update(order=4)
     else:
         opts.update(anchors=16)
         if filt in ("fourier", "lanczos", "spline"):

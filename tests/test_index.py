@@ -57,10 +57,19 @@ def test_truncated_and_corrupted_files_are_refused(tmp_path):
 
 def test_wrong_width_and_empty():
     idx = Index(16)
-    with pytest.raises(IndexError_, match="empty"):
-        idx.search(_codes(1, 16, 0))
+    # An empty index answers with no neighbours, as hamming_topk over N = 0 does; queries are still checked.
+    d, ids = idx.search(_codes(3, 16, 0), 5)
+    assert d.shape == (3, 0) and d.dtype == torch.int32 and ids.shape == (3, 0) and ids.dtype == torch.int64
+    idx.add(_codes(2, 16, 1))
+    assert idx.remove([0, 1]) == 2
+    d, ids = idx.search(_codes(1, 16, 0), 5)  # every row removed
+    assert d.shape == (1, 0) and ids.shape == (1, 0)
+    with pytest.raises(IndexError_, match="32 bits"):
+        idx.search(_codes(1, 32, 0))
     with pytest.raises(IndexError_, match="32 bits"):
         idx.add(_codes(3, 32, 0))
+    with pytest.raises(ValueError, match=r"bits must be in 1\.\.1048576, got 2097152"):
+        Index(1 << 21)
 
 
 def test_lsh_interface(tmp_path):

@@ -56,3 +56,49 @@ def test_multi_hot_labels_share_one_label():
     assert abs(p2 - rel.mean(1).mean()) < 1e-9  # radius 16 of 16 bits retrieves everything
     m, _ = metrics.evaluate(torch.tensor(q), torch.tensor(db), ql, dl, 16)
     assert 0 <= m["mAP@all"] <= 1
+
+
+def _codes(n, bits=16, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 2, (n, bits)) * 2.0 - 1).float()
+
+
+def test_non_integer_class_ids_are_refused_not_truncated():
+    import pytest
+
+    q, db = _codes(5, seed=1), _codes(30, seed=2)
+    ql, dl = np.arange(5) % 3, np.arange(30) % 3
+    for bad in (ql + 0.5, np.where(ql == 0, np.nan, ql).astype(float)):
+        for f in (metrics.mean_average_precision, metrics.precision_at_k):
+            with pytest.raises(ValueError, match="q_labels"):
+                f(q, db, bad, dl)
+        with pytest.raises(ValueError, match="q_labels"):
+            metrics.evaluate(q, db, bad, dl, 16)
+    with pytest.raises(ValueError, match="db_labels.*dtype"):
+        metrics.precision_at_k(q, db, ql, np.array([str(v) for v in dl]))
+    # Integer values in a float dtype are class ids as they are.
+    assert metrics.evaluate(q, db, ql.astype(float), dl.astype(np.float32), 16)[0] == \
+        metrics.evaluate(q, db, ql, dl, 16)[0]
+
+
+def test_any_non_zero_multi_hot_entry_is_a_label():
+    rng = np.random.default_rng(3)
+    q, db = _codes(6, seed=4), _codes(25, seed=5)
+    ql = (rng.random((6, 4)) > 0.5).astype(np.float64)
+    dl = (rng.random((25, 4)) > 0.5).astype(np.float64)
+    scaled_q, scaled_db = ql * 0.5, dl * -3.0
+    m1, c1 = metrics.evaluate(q, db, ql, dl, 16)
+    m2, c2 = metrics.evaluate(q, db, scaled_q, scaled_db, 16)
+    assert m1 == m2 and m1["mAP@all"] > 0
+
+
+def test_empty_queries_and_database():
+    q, db = _codes(4), _codes(10, seed=1)
+    ql, dl = np.arange(4) % 2, np.arange(10) % 2
+    assert np.isnan(metrics.precision_at_k(q[:0], db, ql[:0], dl))  # mean of nothing, as mAP
+    assert np.isnan(metrics.mean_average_precision(q[:0], db, ql[:0], dl))
+    assert metrics.precision_at_k(q, db[:0], ql, dl[:0]) == 0.0  # nothing retrieved, as mAP and P@r2
+    m, curve = metrics.evaluate(q, db[:0], ql, dl[:0], 16)
+    assert m["mAP@1000"] == 0.0 and m["P@1000"] == 0.0 and m["P@r2"] == 0.0 and m["P@r2-empty"] == 1.0
+    # No query has a relevant item: recall is NaN at every radius (nothing to average), precision 0.
+    m, curve = metrics.evaluate(q, db, np.full(4, 7), dl, 16)
+    assert m["P@1000"] == 0.0 and all(np.isnan(curve["recall"]))

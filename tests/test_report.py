@@ -290,11 +290,14 @@ def test_search_grid(tmp_path, image_data, image_run, capsys):
         (["--grid", str(tmp_path / "nodir" / "g.png")], "nodir"),
         (["--grid", str(tmp_path / "g3.png"), "--data", str(tmp_path / "missing.npz")], "missing.npz"),
         (["--grid", str(tmp_path / "g3.png"), "--per-class", "0"], "--per-class"),
-        (["--grid", str(tmp_path / "g3.png"), "-k", "0"], "k must be"),
     ):
         assert main([*base, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+    with pytest.raises(SystemExit) as e:  # an argument error: argparse's exit, one line too
+        main([*base, "--grid", str(tmp_path / "g3.png"), "-k", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "-k: must be >= 1" in err
     assert not (tmp_path / "g3.png").exists()
     with pytest.raises(SystemExit) as e:
         main([*base, "--grid", str(tmp_path / "g3.png"), "--per-class", "two"])

@@ -11,15 +11,28 @@
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
     deephash report RUN [RUN ...] [--out FILE.html] [--grid PNG] [--data D]
 
+Every subcommand also takes ``--debug``.
+
 ``D`` is ``fashion-mnist`` (default), a folder ``DIR/<class>/<i>.npy`` or a ``.npz`` file (see
 :mod:`deephash.data`). Codes files (:mod:`deephash.codes`), model files, index files and run directories
 are described in docs/formats.md.
+
+Errors. A user error (a bad argument, a missing or unreadable path, a file of the wrong content, training
+that diverges) prints ONE line ``deephash CMD: error: ...`` naming the argument or file and what is wrong,
+and exits with status 2. User errors are the ``ValueError`` subclasses the package raises where it detects
+the problem (:class:`UsageError` here, ``DataError``, ``IndexError_``, ``ReportError``, ...), ``EmbedError``
+and operating-system errors (``OSError``: the message names the path). Anything else is a bug in deephash:
+it prints one line ``deephash CMD: internal error: ...`` and exits with status 1. ``--debug`` prints the
+traceback as well, in both cases.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -27,11 +40,44 @@ import numpy as np
 import torch
 
 
-def _bits(v: str) -> int:
-    b = int(v)
-    if not 8 <= b <= 1024:
-        raise argparse.ArgumentTypeError(f"bits must be in 8..1024, got {b}")
-    return b
+class UsageError(ValueError):
+    """A command-line argument deephash refuses; the message names it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors print one line (``--help`` shows the usage)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in ``lo..hi``."""
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}") from None
+        if n < lo or (hi is not None and n > hi):
+            allowed = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {n}")
+        return n
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {v!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {v}")
+    return x
+
+
+_bits = _int_in(8, 1024)
+_SEED = _int_in(0, 2**32 - 1)  # what numpy's and torch's generators take
 
 
 def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None) -> None:
@@ -43,16 +89,17 @@ def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None)
     p.add_argument("--paper-recipe", action="store_true",
                    help="HAGCN as the paper's code trains it (same as --method hagcn-paper)")
     p.add_argument("--seed-compatible", action="store_true", help="deprecated: use --paper-recipe")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--order", type=int, default=None, help="filter order / number of basis functions")
-    p.add_argument("--anchors", type=int, default=None, help="anchors joined to each step's graph (default model)")
-    p.add_argument("--subgraphs", type=int, default=None, help="split each batch into G subgraphs ([G, n, n])")
-    p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batch order)")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the data split (default: the protocol's)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="where methods that train on a device train")
+    p.add_argument("--epochs", type=_int_in(1), default=None)
+    p.add_argument("--batch-size", type=_int_in(2), default=None)
+    p.add_argument("--lr", type=_positive_float, default=None)
+    p.add_argument("--order", type=_int_in(1), default=None, help="filter order / number of basis functions")
+    p.add_argument("--anchors", type=_int_in(0), default=None, help="anchors joined to each step's graph (default model)")
+    p.add_argument("--subgraphs", type=_int_in(1), default=None,
+                   help="split each batch into G subgraphs ([G, n, n]); G must divide the batch size")
+    p.add_argument("--seed", type=_SEED, default=0, help="training seed (initialisation, batch order)")
+    p.add_argument("--split-seed", type=_SEED, default=None, help="seed of the data split (default: the protocol's)")
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda[:N], for methods that train on a device (default cuda when available)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
 
@@ -69,12 +116,57 @@ def _method(args, name: str = "hagcn"):
         if name not in ("hagcn", "hagcn-paper"):
             raise ValueError(f"--paper-recipe trains HAGCN; it does not apply to --method {name}")
         name = "hagcn-paper"
-    given = {k: getattr(args, k) for k in ("filter", "epochs", "batch_size", "lr", "order", "anchors", "subgraphs")}
-    opts = method_options(name, **given)
-    for key, value in (("device", args.device), ("progress", not args.no_progress)):
-        if key in METHODS[name].options:
-            opts[key] = value
+    given = {k: getattr(args, k) for k in ("filter", "epochs", "batch_size", "lr", "order", "anchors", "subgraphs",
+                                            "device")}
+    try:
+        opts = method_options(name, **given)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if "device" in METHODS[name].options:
+        opts["device"] = _device(args.device)
+    if "progress" in METHODS[name].options:
+        opts["progress"] = not args.no_progress
     return get_method(name, args.bits, seed=args.seed, **opts)
+
+
+def _device(spec: str | None) -> str:
+    """``--device``: ``cpu`` or an available ``cuda[:N]`` (default: cuda when available)."""
+    if spec is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        d = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"--device {spec}: not a device (expected cpu or cuda[:N])") from None
+    if d.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {spec}: deephash trains on cpu or cuda[:N]")
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {spec}: CUDA is not available here")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {spec}: there are {torch.cuda.device_count()} CUDA devices")
+    return str(d)
+
+
+def _run_dir(path) -> Path:
+    """``--out RUN``: a directory that may exist (``--resume``) but must not be a file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--out {p}: exists and is not a directory")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {p}: {parent} is not a directory")
+            break
+    return p
+
+
+def _guard_divergence(args, fn):
+    """Run training ``fn()``; a loss that stops being finite is the user's learning rate (or data)."""
+    try:
+        return fn()
+    except FloatingPointError as e:
+        lr = f"--lr {args.lr:g} is too large?" if args.lr is not None else "try a smaller --lr"
+        raise UsageError(f"training diverged: {e} ({lr})") from e
 
 
 def _print_table(rows, first="method"):
@@ -86,8 +178,6 @@ def _print_table(rows, first="method"):
 def cmd_train(args) -> int:
     """``deephash train``; under torchrun (``WORLD_SIZE`` > 1) data-parallel, one rank per process, over
     gloo (``--device cpu``) or NCCL (``--device cuda``, one GPU per rank)."""
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from .data_parallel import run_distributed
         return run_distributed(lambda par: _train(args, par), str(args.device).startswith("cuda"), args.timeout)
@@ -99,15 +189,16 @@ def _train(args, parallel) -> int:
     from .run import train_and_evaluate
 
     main = parallel is None or parallel.is_main
+    method = _method(args, args.method)
+    out = _run_dir(args.out)
     split = load_data(args.data, seed=args.split_seed)
     if not main:
         args.no_progress = True
-    method = _method(args, args.method)
     extra = {"data": str(args.data), "split_seed": args.split_seed}
     if parallel is not None:
         extra["ranks"] = parallel.world
-    metrics, _ = train_and_evaluate(split, method, args.out, resume=args.resume, extra_config=extra,
-                                    parallel=parallel)
+    metrics, _ = _guard_divergence(args, lambda: train_and_evaluate(
+        split, method, out, resume=args.resume, extra_config=extra, parallel=parallel))
     if main:
         _print_table([{"method": f"{method.label} {method.bits}b", **metrics}])
         print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png"
@@ -116,7 +207,7 @@ def _train(args, parallel) -> int:
 
 
 def cmd_encode(args) -> int:
-    from .codes import save_codes
+    from .codes import as_labels, save_codes
     from .data import DataError, load_data, load_embeddings
     from .methods import load_model
 
@@ -129,6 +220,10 @@ def cmd_encode(args) -> int:
     if x.shape[1] != model.in_dim:
         raise DataError(f"{args.input or args.data}: embeddings have {x.shape[1]} dimensions, the model takes "
                         f"{model.in_dim}")
+    if labels is not None:
+        as_labels(labels, f"{args.input}: y")
+        if len(labels) != len(x):
+            raise DataError(f"{args.input}: {len(labels)} labels (y) for {len(x)} embeddings (x)")
     codes = model.encode(x)
     save_codes(args.out, codes, model.bits, labels)
     print(f"wrote {len(codes)} codes of {model.bits} bits to {args.out}")
@@ -147,19 +242,22 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .codes import load_codes
+    from .codes import load_codes, write_npz
     from .index import Index
 
     if Path(args.index).is_dir():  # a shard folder: sharded search (deephash.distributed)
         from .distributed import cmd_search_sharded
         return cmd_search_sharded(args, load_codes)
+    for opt, value in (("--device", args.device), ("--timeout", args.timeout)):
+        if value is not None:
+            raise UsageError(f"{opt} applies to sharded search only (--index SHARD_DIR); {args.index} is an index file")
     idx = Index.load(args.index)
     c = load_codes(args.codes)
     if c["bits"] != idx.bits:
         raise ValueError(f"{args.codes}: {c['bits']}-bit queries, the index holds {idx.bits}-bit codes")
     dist, ids = idx.search(torch.from_numpy(c["codes"]), args.k)
     if args.out:
-        np.savez(args.out, distances=dist.numpy(), ids=ids.numpy(), query_ids=c["ids"])
+        write_npz(args.out, distances=dist.numpy(), ids=ids.numpy(), query_ids=c["ids"])
         print(f"wrote the {ids.shape[1]} nearest of {len(ids)} queries to {args.out}")
     for q in range(min(len(ids), args.show)):
         pairs = ", ".join(f"{int(i)}:{int(d)}" for i, d in zip(ids[q], dist[q]))
@@ -180,8 +278,15 @@ def cmd_eval(args) -> int:
     for name, c in ((args.query, q), (args.db, db)):
         if "labels" not in c:
             raise ValueError(f"{name}: has no labels; evaluation needs them")
+        if len(c["codes"]) == 0:
+            raise ValueError(f"{name}: holds no codes; evaluation needs at least one query and one database item")
     if q["bits"] != db["bits"]:
         raise ValueError(f"{args.query} has {q['bits']}-bit codes, {args.db} has {db['bits']}-bit codes")
+    ql, dl = q["labels"], db["labels"]
+    if ql.ndim != dl.ndim or ql.shape[1:] != dl.shape[1:]:
+        def kind(a):
+            return "class ids" if a.ndim == 1 else f"multi-hot labels of {a.shape[1]} classes"
+        raise ValueError(f"{args.query} has {kind(ql)}, {args.db} has {kind(dl)}: the labels must be of one kind")
     metrics, curve = evaluate(torch.from_numpy(q["codes"]), torch.from_numpy(db["codes"]), q["labels"],
                               db["labels"], q["bits"])
     _print_table([{"method": f"{q['bits']}-bit codes", **metrics}])
@@ -201,17 +306,16 @@ def cmd_demo(args) -> int:
     from .metrics import plot_pr_curve
     from .run import fit_and_evaluate, train_and_evaluate
 
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("demo runs in one process; for data-parallel training use torchrun ... -m deephash train")
-    out = Path(args.out)
+        raise UsageError("demo runs in one process; for data-parallel training use torchrun ... -m deephash train")
+    method = _method(args)
+    out = _run_dir(args.out)
     split = load_data(args.data, seed=args.split_seed)
     print(f"data: {args.data}: {len(split.x_train)} training, {len(split.x_query)} queries, "
           f"{len(split.x_db)} database items, {split.dim}-d")
-    method = _method(args)
-    metrics, curve = train_and_evaluate(split, method, out / "hagcn", resume=args.resume,
-                                        extra_config={"data": str(args.data), "split_seed": args.split_seed})
+    metrics, curve = _guard_divergence(args, lambda: train_and_evaluate(
+        split, method, out / "hagcn", resume=args.resume,
+        extra_config={"data": str(args.data), "split_seed": args.split_seed}))
     lsh_metrics, lsh_curve = fit_and_evaluate(LSH(args.bits, seed=args.seed), split)
     lsh_metrics.pop("train_seconds")
     rows = [{"method": f"{method.label} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
@@ -251,7 +355,8 @@ def cmd_embed(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deephash", description="HAGCN binary hash codes and Hamming search")
+    p = _Parser(prog="deephash", description="HAGCN binary hash codes and Hamming search")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     from .methods import METHODS
@@ -269,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="RUN directory or model.pt")
     e.add_argument("--data", default="fashion-mnist")
     e.add_argument("--split", default="db", choices=["query", "db", "train"])
-    e.add_argument("--split-seed", type=int, default=None)
+    e.add_argument("--split-seed", type=_SEED, default=None)
     e.add_argument("--input", default=None, help="embeddings .npy [N, d] or .npz with x (and y)")
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_encode)
@@ -282,9 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="k nearest codes in an index")
     s.add_argument("--index", required=True)
     s.add_argument("--codes", required=True, help="query codes file")
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--out", default=None)
-    s.add_argument("--show", type=int, default=5, help="queries to print")
+    s.add_argument("-k", type=_int_in(1), default=10)
+    s.add_argument("--out", default=None, help="results .npz (written to exactly this path)")
+    s.add_argument("--show", type=_int_in(0), default=5, help="queries to print")
     s.add_argument("--grid", default=None, metavar="PNG",
                    help="write a neighbour grid of a few queries per class (data that can be drawn)")
     _grid_args(s, data_default="fashion-mnist")
@@ -309,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--arch", default="vit_b_16")
     m.add_argument("--weights", default=None, help="torchvision state_dict file of the backbone")
     m.add_argument("--untrained", action="store_true", help="random weights (for tests)")
-    m.add_argument("--batch-size", type=int, default=32)
-    m.add_argument("--image-size", type=int, default=224)
+    m.add_argument("--batch-size", type=_int_in(1), default=32)
+    m.add_argument("--image-size", type=_int_in(16), default=224)
     m.set_defaults(func=cmd_embed)
 
     r = sub.add_parser("report", help="one self-contained HTML page about runs, with ITQ and LSH baselines")
@@ -320,29 +425,56 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grid", default=None, metavar="PNG", help="also write the first run's neighbour grid")
     _grid_args(r, data_default=None)
     r.set_defaults(func=cmd_report)
+    for sp in sub.choices.values():
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the traceback of an error")
     return p
 
 
 def _grid_args(p: argparse.ArgumentParser, data_default) -> None:
-    """The neighbour grid's options; errors of this subcommand's arguments print one line."""
+    """The neighbour grid's options."""
     p.add_argument("--data", default=data_default, help="the data set of the codes (the grid's pictures and labels)")
-    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--split-seed", type=_SEED, default=None)
     p.add_argument("--per-class", type=int, default=2, help="grid queries per class")
-    p.add_argument("--seed", type=int, default=0, help="seed of the grid's query draw")
-    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed of the grid's query draw")
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line; an ``OSError`` as ``PATH: reason``."""
+    if isinstance(e, OSError) and e.filename is not None:
+        paths = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        msg = f"{paths}: {e.strerror or e}"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
+
+
+def user_errors() -> tuple:
+    """The exception types that mean bad input rather than a bug in deephash."""
+    from .embed import EmbedError
+
+    return ValueError, OSError, EmbedError, torch.OutOfMemoryError
 
 
 def main(argv=None) -> int:
-    from .data import DataError
-    from .embed import EmbedError
-    from .index import IndexError_
-
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
         return args.func(args)
-    except (DataError, EmbedError, IndexError_, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"deephash {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"deephash {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as e:
+        if debug:
+            traceback.print_exc()
+        print(f"deephash {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a bug: one line for the user, the traceback with --debug
+        if debug:
+            traceback.print_exc()
+        print(f"deephash {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+              f"(a bug in deephash; --debug shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Three sources, chosen by :func:`load_data`:
   against SHA-256 sums of the decompressed files. Split by the standard protocol (below).
 - a directory ``DIR/<class>/<i>.npy`` (the HAGCN paper's embedding folders): classes are the
   sub-directories in sorted order (numeric names sort as numbers) and get labels 0..C-1; files are
-  sorted the same way. Split as the paper's code does: 20 % of the items are held out with a seeded
+  sorted the same way; hidden names (starting with ".") are skipped. Split as the paper's code does: 20 % of the items are held out with a seeded
   shuffle (seed 42 by default), the other 80 % train; the held-out items are halved into database
   (first half) and queries (second half, the larger one when odd), again with seed 42. This is the
   permutation that scikit-learn's ``train_test_split(test_size=0.2, random_state=42)`` draws,
@@ -236,8 +236,8 @@ def _natural_key(name: str):
 
 def paper_split(n: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, query, db) indices as the paper's two ``train_test_split(..., random_state=seed)`` calls."""
-    if n < 4:
-        raise DataError(f"the paper's 80/10/10 split needs at least 4 items, got {n}")
+    if n < 6:  # fewer leave a 1-item test part, all of it queries: no database
+        raise DataError(f"the paper's 80/10/10 split needs at least 6 items, got {n}")
     perm = np.random.RandomState(seed).permutation(n)
     n_test = math.ceil(0.2 * n)
     test, train = perm[:n_test], perm[n_test:]
@@ -249,10 +249,13 @@ def paper_split(n: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndar
 def load_folder(root: str | os.PathLike, seed: int = 42) -> Split:
     """The paper's ``root/<class>/<i>.npy`` embeddings, split 80 / 10 / 10 as its code does."""
     root = Path(root)
-    classes = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: _natural_key(d.name))
+    # Hidden entries (".git", macOS "._x.npy" resource forks) are not data.
+    classes = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                     key=lambda d: _natural_key(d.name))
     xs, ys, dim = [], [], None
     for label, cdir in enumerate(classes):
-        for f in sorted(cdir.glob("*.npy"), key=lambda f: _natural_key(f.name)):
+        files = (f for f in cdir.glob("*.npy") if not f.name.startswith(".") and f.is_file())
+        for f in sorted(files, key=lambda f: _natural_key(f.name)):
             try:
                 v = np.load(f, allow_pickle=False)
             except Exception as e:  # noqa: BLE001
@@ -264,6 +267,8 @@ def load_folder(root: str | os.PathLike, seed: int = 42) -> Split:
                 dim = v.shape[0]
             elif v.shape[0] != dim:
                 raise DataError(f"{f}: ragged embeddings: length {v.shape[0]}, earlier files have {dim}")
+            if np.iscomplexobj(v):
+                raise DataError(f"{f}: the embedding holds complex numbers (dtype {v.dtype}); deephash takes real ones")
             if not np.issubdtype(v.dtype, np.number) or not np.isfinite(v).all():
                 raise DataError(f"{f}: the embedding holds non-finite or non-numeric values")
             xs.append(v.astype(np.float32))
@@ -271,7 +276,10 @@ def load_folder(root: str | os.PathLike, seed: int = 42) -> Split:
     if not xs:
         raise DataError(f"{root}: no embeddings found (expected {root}/<class>/<i>.npy)")
     x, y = np.stack(xs), np.asarray(ys, dtype=np.int64)
-    train, query, db = paper_split(len(x), seed)
+    try:
+        train, query, db = paper_split(len(x), seed)
+    except DataError as e:
+        raise DataError(f"{root}: {e}") from None
     return Split(x[train], y[train], x[query], y[query], x[db], y[db], source=str(root)).validate()
 
 

@@ -248,6 +248,11 @@ class RankZeroCheckpoint:
     def restore(self, config: dict, seed: int, map_location="cpu"):
         return self.par.on_main(self.inner.restore, config, seed, map_location="cpu")
 
+    def reading(self):
+        """The inner checkpoint's :meth:`~deephash.run.Checkpoint.reading` (the state is the same on every
+        rank, so a damaged one is refused on every rank alike)."""
+        return self.inner.reading()
+
     def save(self, config: dict, seed: int, epoch: int, history: list, **state) -> None:
         on_epoch = getattr(self.inner, "on_epoch", None)
         if on_epoch is not None:  # every rank runs its own hook, after the save

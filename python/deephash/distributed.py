@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -365,10 +366,10 @@ def search_shards(directory, queries, k: int = 10, group=None, **kwargs):
 
 def add_cli(sub, search_parser) -> None:
     """``deephash search`` options of sharded search, and the ``deephash shard`` subcommand."""
-    search_parser.add_argument("--timeout", type=float, default=300.0,
-                               help="sharded search: seconds a rank waits for the others before failing")
-    search_parser.add_argument("--device", default="cpu",
-                               help="sharded search: cpu (gloo) or cuda (NCCL, one GPU per rank)")
+    search_parser.add_argument("--timeout", type=float, default=None,
+                               help="sharded search: seconds a rank waits for the others before failing (300)")
+    search_parser.add_argument("--device", default=None,
+                               help="sharded search: cpu (gloo, the default) or cuda (NCCL, one GPU per rank)")
     p = sub.add_parser("shard", help="split an index file into a shard folder for sharded search")
     p.add_argument("--index", required=True)
     p.add_argument("--shards", required=True, help="number of shards, or comma-separated sizes")
@@ -384,6 +385,10 @@ def cmd_shard(args) -> int:
     except ValueError:
         raise ValueError(f"--shards: expected a count or comma-separated sizes, got {args.shards!r}") from None
     idx = Index.load(args.index)
+    try:
+        _sizes(shards, len(idx))
+    except ValueError as e:
+        raise ValueError(f"--shards {args.shards}: {e}") from None
     paths = write_shards(idx, shards, args.out)
     print(f"wrote {len(paths)} shards of {len(idx)} codes of {idx.bits} bits to {args.out}/")
     return 0
@@ -393,10 +398,16 @@ def cmd_search_sharded(args, load_codes) -> int:
     """``deephash search --index SHARD_DIR``: under torchrun, one rank per process; otherwise one
     process over every shard. Only rank 0 reads the queries, prints and writes ``--out``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = str(args.device).startswith("cuda")
+    if args.device is None:
+        args.device = "cpu"
+    if args.timeout is None:
+        args.timeout = 300.0
+    if args.device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {args.device}: sharded search runs on cpu or cuda")
+    cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available")
-    if not args.timeout > 0:
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
         raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
     started = False
     if world > 1 and not dist.is_initialized():
@@ -438,7 +449,8 @@ def _search_command(args, load_codes, cuda: bool) -> int:
         return 0
     dist_, ids = (t.cpu() for t in res)
     if args.out:
-        np.savez(args.out, distances=dist_.numpy(), ids=ids.numpy(), query_ids=codes["ids"])
+        from .codes import write_npz
+        write_npz(args.out, distances=dist_.numpy(), ids=ids.numpy(), query_ids=codes["ids"])
         print(f"wrote the {ids.shape[1]} nearest of {len(ids)} queries to {args.out} "
               f"({sharded.shards} shards, {sharded.world_size} ranks)")
     for q in range(min(len(ids), args.show)):

@@ -64,11 +64,11 @@ def list_images(root) -> tuple[list[Path], np.ndarray]:
     root = Path(root)
     if not root.is_dir():
         raise EmbedError(f"{root}: not a directory (expected DIR/<class>/<image>)")
-    classes = sorted(d for d in root.iterdir() if d.is_dir())
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     files, labels = [], []
     for c, d in enumerate(classes):
         for f in sorted(d.iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
+            if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file():
                 files.append(f)
                 labels.append(c)
     if not files:
@@ -78,9 +78,12 @@ def list_images(root) -> tuple[list[Path], np.ndarray]:
 
 def embed_images(images, out, *, arch: str = "vit_b_16", weights: str | None = None, untrained: bool = False,
                  batch_size: int = 32, image_size: int = 224) -> np.ndarray:
+    dest = Path(out)
+    if dest.is_dir() or not dest.parent.is_dir():
+        raise EmbedError(f"{out}: is a directory" if dest.is_dir() else f"{out}: no such directory {dest.parent}")
+    files, labels = list_images(images)
     net = _backbone(arch, weights, untrained)
     _, Image = _torchvision()
-    files, labels = list_images(images)
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
@@ -100,5 +103,6 @@ def embed_images(images, out, *, arch: str = "vit_b_16", weights: str | None = N
     # Each row's image, relative to the .npz's folder, so that neighbour grids can draw the items.
     base = Path(out).resolve().parent
     paths = np.array([os.path.relpath(Path(f).resolve(), base) for f in files])
-    np.savez(out, x=x, y=labels, paths=paths)
+    from .codes import write_npz
+    write_npz(out, x=x, y=labels, paths=paths)
     return x

@@ -88,9 +88,10 @@ class Index:
 
     def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distances int32[Q, k'], ids int64[Q, k'])``, ``k' = min(k, len)``, sorted by (distance, insertion order)."""
-        if len(self) == 0:
-            raise IndexError_("search on an empty index")
-        d, ids, _ = self._store.search(self._pack(queries), int(k))
+        q = self._pack(queries)
+        if len(self) == 0:  # an empty database: no neighbours, as hamming_topk with N = 0
+            return torch.empty(q.shape[0], 0, dtype=torch.int32), torch.empty(q.shape[0], 0, dtype=torch.int64)
+        d, ids, _ = self._store.search(q, int(k))
         return d, ids
 
     def range_search(self, queries, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -31,13 +31,20 @@ METRIC_KEYS = ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@1000", "P@r2")
 
 def mean_average_precision(q, db, q_labels, db_labels, k: int = 1000, ties: str = "index") -> float:
     """mAP@k (``k <= 0``: over the whole database), the mean over all queries of ``topk_map``."""
-    ap = deephash_ext.topk_map(as_packed(q), as_packed(db), as_labels(q_labels), as_labels(db_labels), k, ties)
+    ap = deephash_ext.topk_map(as_packed(q), as_packed(db), as_labels(q_labels, "q_labels"),
+                               as_labels(db_labels, "db_labels"), k, ties)
     return float(ap.mean())
 
 
 def precision_at_k(q, db, q_labels, db_labels, k: int = 1000, chunk: int = 256) -> float:
+    """P@k: the mean over all queries of the relevant fraction of the exact top ``min(k, N)``. An empty
+    database gives 0 (nothing relevant retrieved, as mAP); no queries give ``NaN`` (the mean of nothing)."""
     qp, dp = as_packed(q), as_packed(db)
-    ql, dl = as_labels(q_labels), as_labels(db_labels)
+    ql, dl = as_labels(q_labels, "q_labels"), as_labels(db_labels, "db_labels")
+    if qp.shape[0] == 0:
+        return float("nan")
+    if dp.shape[0] == 0:
+        return 0.0
     total = 0.0
     for s in range(0, qp.shape[0], chunk):
         _, rows = deephash_ext.hamming_topk(qp[s:s + chunk], dp, k)
@@ -49,7 +56,7 @@ def precision_at_k(q, db, q_labels, db_labels, k: int = 1000, chunk: int = 256) 
 def distance_histograms(q, db, q_labels, db_labels, bits: int, chunk: int = 128):
     """Per-query counts ``(all[Q, bits+1], relevant[Q, bits+1])`` of database items at each Hamming distance."""
     qp, dp = as_packed(q), as_packed(db)
-    ql, dl = as_labels(q_labels), as_labels(db_labels)
+    ql, dl = as_labels(q_labels, "q_labels"), as_labels(db_labels, "db_labels")
     n_all = torch.zeros(qp.shape[0], bits + 1, dtype=torch.int64)
     n_rel = torch.zeros_like(n_all)
     for s in range(0, qp.shape[0], chunk):
@@ -64,6 +71,8 @@ def precision_within_radius(q, db, q_labels, db_labels, bits: int, radius: int =
                             hist=None) -> tuple[float, float]:
     """(P@r, fraction of queries with nothing within radius r); empty queries count precision 0."""
     n_all, n_rel = hist if hist is not None else distance_histograms(q, db, q_labels, db_labels, bits)
+    if n_all.shape[0] == 0:
+        return float("nan"), float("nan")
     r = min(radius, bits)
     ret = n_all[:, :r + 1].sum(1).double()
     rel = n_rel[:, :r + 1].sum(1).double()

@@ -86,6 +86,9 @@ def read_run(path) -> Run:
     cfg = _read_json(p / "config.json")
     if not isinstance(cfg.get("model"), dict) or "bits" not in cfg["model"]:
         raise ReportError(f"{p / 'config.json'}: no model configuration (model.bits)")
+    bits = cfg["model"]["bits"]
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 1 << 20:
+        raise ReportError(f"{p / 'config.json'}: model.bits must be a code length in bits, got {bits!r}")
     metrics = _read_json(p / "metrics.json")
     if not (p / "model.pt").is_file():
         raise ReportError(f"{p}: not a run directory (no model.pt)")

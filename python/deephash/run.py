@@ -11,6 +11,7 @@ rank 0 alone evaluates and writes these files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -20,7 +21,7 @@ import torch
 
 from .data import Split
 from .methods import METHODS
-from .methods.base import HashMethod
+from .methods.base import HashMethod, describe_load_error, load_weights
 from .metrics import evaluate, plot_pr_curve
 
 CHECKPOINT = "checkpoint.pt"
@@ -46,10 +47,25 @@ class Checkpoint:
     def restore(self, config: dict, seed: int, map_location="cpu") -> dict | None:
         if not (self.resume and self.path.exists()):
             return None
-        state = torch.load(self.path, map_location=map_location, weights_only=True)
+        try:
+            state = load_weights(self.path, map_location=map_location)
+        except Exception as e:  # noqa: BLE001 - unpickling, zip and OS errors all mean "cannot resume from it"
+            raise ValueError(f"{self.path}: cannot read the checkpoint ({describe_load_error(e)}); "
+                             f"delete it to start afresh") from e
+        if not isinstance(state, dict) or any(k not in state for k in ("config", "seed", "epoch", "history")):
+            raise ValueError(f"{self.path}: not a deephash checkpoint; delete it to start afresh")
         if _plain(state["config"]) != _plain(config) or state["seed"] != seed:
             raise ValueError(f"{self.path}: the checkpoint was written with another configuration or seed")
         return state
+
+    @contextlib.contextmanager
+    def reading(self):
+        """Around putting a restored state to use: a state that does not fit is the file's fault."""
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise ValueError(f"{self.path}: a damaged checkpoint ({type(e).__name__}: {e}); "
+                             f"delete it to start afresh") from e
 
     def save(self, config: dict, seed: int, epoch: int, history: list, **state) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

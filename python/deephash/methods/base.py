@@ -28,12 +28,32 @@ The model file (``model.pt``, docs/formats.md): a ``torch.save`` dict ``{"method
 """
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 OLD_HAGCN_FORMAT = "deephash.HAGCN"  # model files of HAGCN before it was a HashMethod
+
+
+def load_weights(path, map_location="cpu"):
+    """``torch.load(weights_only=True)`` of a file deephash wrote (model, checkpoint): a pickled payload
+    is refused, never run; torch's warnings about the file's pickle protocol are not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def describe_load_error(e: Exception) -> str:
+    """What went wrong in :func:`load_weights`, in a few words."""
+    if isinstance(e, pickle.UnpicklingError):
+        return "it holds pickled objects other than tensors and plain data; refused without running them"
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 class HashMethod:
@@ -111,9 +131,9 @@ class HashMethod:
         if p.is_dir():
             p = p / "model.pt"
         try:
-            blob = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{p}: cannot read a deephash model ({e})") from e
+            blob = load_weights(p)
+        except Exception as e:  # noqa: BLE001 - any failure to read means "not a model file"
+            raise ValueError(f"{p}: cannot read a deephash model ({describe_load_error(e)})") from e
         return cls.from_saved(blob, p)
 
     @classmethod
@@ -121,7 +141,10 @@ class HashMethod:
         """The method in a dict written by :meth:`save` and already read from ``path``."""
         if isinstance(blob, dict) and blob.get("format") == OLD_HAGCN_FORMAT:
             from .hagcn import upgrade_old_model_file
-            blob = upgrade_old_model_file(blob)
+            try:
+                blob = upgrade_old_model_file(blob)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}: a damaged HAGCN model file of the old format ({type(e).__name__}: {e})") from e
         if not isinstance(blob, dict) or "method" not in blob or "state" not in blob:
             raise ValueError(f"{path}: not a deephash model file")
         if cls.name != "base" and blob.get("method") != cls.name:
@@ -132,8 +155,27 @@ class HashMethod:
             if blob.get("method") not in METHODS:
                 raise ValueError(f"{path}: unknown method {blob.get('method')!r}")
             klass = METHODS[blob["method"]]
-        m = klass(blob["bits"], seed=blob["seed"], **blob.get("options", {}))
-        m.load_state_dict(blob["state"])
+        for key in ("bits", "seed"):
+            if not isinstance(blob.get(key), int) or isinstance(blob.get(key), bool):
+                raise ValueError(f"{path}: not a deephash model file ({key!r} must be an integer, "
+                                 f"got {blob.get(key)!r})")
+        options = blob.get("options", {})
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            raise ValueError(f"{path}: not a deephash model file ('options' must be a dict of options)")
+        # A file of the right layout may still hold anything: whatever goes wrong rebuilding the method
+        # from it, or encoding one row with it, is the file's fault.
+        try:
+            m = klass(blob["bits"], seed=blob["seed"], **options)
+            m.load_state_dict(blob["state"])
+            d = m.in_dim
+            if d is None:
+                raise ValueError("the model was never fitted")
+            codes = m.encode(np.zeros((1, d), np.float32))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise ValueError(f"{path}: not a usable {klass.name} model file ({type(e).__name__}: {e})") from e
+        if tuple(codes.shape) != (1, m.bits):
+            raise ValueError(f"{path}: not a usable {klass.name} model file (its codes have shape "
+                             f"{tuple(codes.shape)[1:]}, not [{m.bits}])")
         return m
 
 

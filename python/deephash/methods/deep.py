@@ -19,6 +19,7 @@ network), :meth:`prepare` (work before training, e.g. hash centers) and :meth:`c
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -66,11 +67,12 @@ def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, ba
     history, step, start = [], 0, 0
     state = checkpoint.restore(config, seed) if checkpoint is not None else None
     if state is not None:
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["optim"])
-        g.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
-        history, step, start = list(state["history"]), int(state["step"]), int(state["epoch"])
+        with checkpoint.reading():
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["optim"])
+            g.set_state(state["generator"])
+            torch.set_rng_state(state["rng"])
+            history, step, start = list(state["history"]), int(state["step"]), int(state["epoch"])
     bs = max(2, min(int(batch_size), n))
     for epoch in range(start, int(epochs)):
         net.train()
@@ -87,7 +89,10 @@ def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, ba
             loss.backward()
             par.sync_gradients(net.parameters())
             opt.step()
-            total += par.total(loss)
+            lv = par.total(loss)  # the same on every rank, so every rank stops alike
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"the loss became {lv} at epoch {epoch + 1}")
+            total += lv
             count += 1
             step += 1
         history.append(total / max(1, count))

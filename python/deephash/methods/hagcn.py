@@ -69,12 +69,44 @@ class HAGCN(HashMethod):
             return super().config
         return {"method": self.name, "seed": self.seed, "device": self.device, **self.net.config}
 
-    def net_config(self, in_dim: int) -> dict:
-        """The network's configuration: its defaults for ``in_dim`` and the filter, then the given options."""
+    def net_config(self, in_dim: int, n_train: int | None = None) -> dict:
+        """The network's configuration: its defaults for ``in_dim`` and the filter, then the given options.
+        Options out of range, or that do not apply to the filter, are refused (nothing is clamped); with
+        ``n_train`` also those that do not fit that many training items."""
         cfg = self.net_class.default_config(in_dim, self.bits, self.filter)
-        cfg.update({k: getattr(self, k) for k in self.tunables if getattr(self, k) is not None})
-        if int(cfg["epochs"]) < 1 or int(cfg["batch_size"]) < 2:
-            raise ValueError(f"{self.name}: epochs must be >= 1 and batch_size >= 2")
+        given = {k: getattr(self, k) for k in self.tunables if getattr(self, k) is not None}
+        cfg.update(given)
+        name = self.name
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}: {message}")
+
+        need(int(cfg["epochs"]) >= 1, f"epochs must be >= 1, got {cfg['epochs']}")
+        need(int(cfg["batch_size"]) >= 2, f"batch_size must be >= 2, got {cfg['batch_size']}")
+        need(math.isfinite(float(cfg["lr"])) and float(cfg["lr"]) > 0, f"lr must be a finite number > 0, got {cfg['lr']}")
+        if self.filter == "gcn":
+            need("order" not in given, "order does not apply to filter gcn (it has no polynomial or basis)")
+        else:
+            low = 4 if self.filter == "spline" else 1
+            need(int(cfg["order"]) >= low, f"order must be >= {low} for filter {self.filter}, got {cfg['order']}")
+        if "anchors" in cfg:
+            need(int(cfg["anchors"]) >= 0, f"anchors must be >= 0, got {cfg['anchors']}")
+        if "subgraphs" in cfg:
+            need(int(cfg["subgraphs"]) >= 1, f"subgraphs must be >= 1, got {cfg['subgraphs']}")
+        if n_train is not None:
+            batch = min(int(cfg["batch_size"]), n_train)  # fit's batches: batch_size items, or all when fewer
+            if "anchors" in given:
+                need(int(cfg["anchors"]) <= n_train,
+                     f"anchors={cfg['anchors']} is more than the {n_train} training items")
+            if "subgraphs" in cfg:
+                need(batch % int(cfg["subgraphs"]) == 0,
+                     f"subgraphs={cfg['subgraphs']} must divide the batch size {batch} (each batch is split "
+                     f"into equal subgraphs)")
+            if self.filter == "fourier" and "anchors" in cfg:
+                nodes = batch // int(cfg["subgraphs"]) + min(int(cfg["anchors"]), n_train)
+                need(int(cfg["order"]) <= nodes, f"order={cfg['order']} is more than the {nodes} nodes of a "
+                     f"training graph (the fourier filter takes at most that many eigenvectors)")
         return cfg
 
     def build(self, x_train, targets: bool = True) -> tuple[torch.nn.Module, torch.Tensor | None]:
@@ -82,7 +114,7 @@ class HAGCN(HashMethod):
         ``targets`` is False)."""
         x = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
         torch.manual_seed(self.seed)
-        net = self.net_class.from_config(self.net_config(int(x.shape[1])))
+        net = self.net_class.from_config(self.net_config(int(x.shape[1]), int(x.shape[0])))
         net.prepare(x, generator=_gen(self.seed, 1))
         return net, self.targets(net, x) if targets else None
 
@@ -118,10 +150,11 @@ class HAGCN(HashMethod):
         start, history = 0, []
         state = checkpoint.restore(cfg, self.seed, map_location=device) if checkpoint is not None else None
         if state is not None:
-            net.load_state_dict(state["model"])
-            opt.load_state_dict(state["optim"])
-            targets = state["targets"]
-            start, history = int(state["epoch"]), list(state["history"])
+            with checkpoint.reading():
+                net.load_state_dict(state["model"])
+                opt.load_state_dict(state["optim"])
+                targets = state["targets"]
+                start, history = int(state["epoch"]), list(state["history"])
         else:
             targets = self.targets(net, x) if par.is_main else None
             targets = par.broadcast_tensor(targets)
