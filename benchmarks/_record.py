@@ -32,3 +32,13 @@ def header(title: str) -> str:
         f"- command: `{' '.join(shlex.quote(a) for a in ['python'] + sys.argv)}`",
         "",
     ])
+
+
+def emit(lines: list[str], out: str | None) -> str:
+    """The record: printed, and written to ``out`` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    return text

@@ -122,7 +122,7 @@ def main() -> None:
     if args.worker is not None:
         worker(json.loads(args.worker))
         return
-    from _record import header
+    from _record import emit, header
 
     torch.set_num_threads(1)
     load0 = os.getloadavg()
@@ -147,11 +147,7 @@ def main() -> None:
     for m in args.methods:
         one, two = statistics.median(times[(m, 1)]), statistics.median(times[(m, 2)])
         lines.append(f"| {m} | {one * 1e3:.1f} | {two * 1e3:.1f} | {one / two:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _record import header  # noqa: E402
+from _record import emit, header  # noqa: E402
 
 from deephash import graphs  # noqa: E402
 from deephash.data import load_data  # noqa: E402
@@ -86,11 +86,7 @@ def main() -> None:
              "The paper recipe's gcn and lanczos steps use no spectral op (ratio ~1 by construction).",
              "", "| filter | mode | ops ms/step | reference ms/step | reference / ops |", "|---|---|---|---|---|"]
     lines += [f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

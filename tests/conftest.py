@@ -50,6 +50,30 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+class Killed(Exception):
+    """A simulated kill, raised from a checkpoint's on_epoch hook (resume tests)."""
+
+
+def kill_after(epoch_to_kill):
+    """An on_epoch hook that raises Killed once epoch ``epoch_to_kill`` is saved."""
+    def on_epoch(epoch):
+        if epoch == epoch_to_kill:
+            raise Killed
+    return on_epoch
+
+
+def image_folder(root, per_class, size, classes=("cat", "dog"), seed=0):
+    """root/<class>/<i>.png of random RGB pictures, as `deephash embed --images` reads them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
 def make_blobs(n_per_class=40, classes=4, dim=16, seed=0, spread=0.35):
     """Tiny clustered embeddings: class centres on a sphere plus Gaussian noise."""
     rng = np.random.default_rng(seed)

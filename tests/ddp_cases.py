@@ -4,6 +4,7 @@ import os
 
 import torch
 
+import conftest
 from deephash.methods import get_method
 from deephash.run import train_and_evaluate
 
@@ -41,17 +42,6 @@ def one_step_gradients(case: dict, x, y, parallel=None):
     return total, {k: p.grad.detach().clone() for k, p in net.named_parameters()}
 
 
-class Killed(Exception):
-    pass
-
-
-def _kill_after(epoch_to_kill):
-    def on_epoch(epoch):
-        if epoch == epoch_to_kill:
-            raise Killed
-    return on_epoch
-
-
 def load_split(path):
     from deephash.data import load_data
     return load_data(str(path))
@@ -63,9 +53,9 @@ def train_run(spec: dict, split, run_dir, parallel=None, kill_after=None):
     make = lambda: get_method(spec["method"], spec["bits"], seed=5, **spec["options"])  # noqa: E731
     if kill_after is not None:
         try:
-            train_and_evaluate(split, make(), run_dir, parallel=parallel, on_epoch=_kill_after(kill_after))
+            train_and_evaluate(split, make(), run_dir, parallel=parallel, on_epoch=conftest.kill_after(kill_after))
             raise AssertionError("the run was not interrupted")
-        except Killed:
+        except conftest.Killed:
             pass
     m = make()
     metrics, _ = train_and_evaluate(split, m, run_dir, parallel=parallel, resume=kill_after is not None)

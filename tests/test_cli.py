@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import image_folder
 from deephash.cli import main
 
 
@@ -130,13 +131,7 @@ def test_embed_without_weights_or_torchvision(tmp_path, capsys):
 
 def test_embed_untrained_backbone(tmp_path):
     pytest.importorskip("torchvision")
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in ("cat", "dog"):
-        (tmp_path / "img" / c).mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "img" / c / f"{i}.png")
+    image_folder(tmp_path / "img", per_class=2, size=40)
     rc = main(["embed", "--images", str(tmp_path / "img"), "--out", str(tmp_path / "e.npz"), "--untrained",
                "--arch", "resnet18", "--image-size", "64"])
     assert rc == 0

@@ -14,7 +14,8 @@ import torch
 from conftest import make_blobs
 from ddp_cases import flat_state, load_split, one_step_gradients, train_run
 from deephash.data_parallel import ONE_PROCESS, DataParallel, DataParallelError, split_sizes
-from test_distributed import env
+import ranks
+from ranks import env
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "ddp_worker.py"
@@ -42,23 +43,8 @@ def _data():
 
 
 def launch(cfg, world=2, deadline_s=240):
-    """`world` ranks of tests/ddp_worker.py; [(exit code, output)]. Every process is gone on return."""
-    e = env(world)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), json.dumps(cfg)],
-                              env={**e, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(world)]
-    deadline = time.monotonic() + deadline_s
-    out = []
-    try:
-        for p in procs:
-            o, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            out.append((p.returncode, o))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return out
+    """`world` ranks of tests/ddp_worker.py (tests/ranks.py)."""
+    return ranks.launch(WORKER, world, cfg, deadline_s)
 
 
 def test_split_sizes_and_one_process():

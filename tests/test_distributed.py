@@ -2,7 +2,6 @@
 process, bit for bit, whatever the shards and ranks; failures reach every rank; no hang."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,9 @@ import torch
 import deephash_ext as de
 from deephash.distributed import ShardedIndex, ShardError, read_manifest, shard_name
 from deephash.index import Index
+
+import ranks
+from ranks import env
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dist_worker.py"
@@ -46,36 +48,9 @@ def shard(idx, sizes, folder):
     return folder
 
 
-def env(world):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
-            "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-
-
 def launch(world, cfg, deadline_s=120, skip_wait=()):
-    """Start `world` ranks of tests/dist_worker.py; returns [(exit code, output)] (None for ranks in
-    skip_wait, which are killed once the others are done). Every process is gone on return."""
-    e = env(world)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), json.dumps(cfg)],
-                              env={**e, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(world)]
-    deadline = time.monotonic() + deadline_s
-    out = []
-    try:
-        for r, p in enumerate(procs):
-            if r in skip_wait:
-                out.append(None)
-                continue
-            o, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            out.append((p.returncode, o))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return out
+    """`world` ranks of tests/dist_worker.py (tests/ranks.py)."""
+    return ranks.launch(WORKER, world, cfg, deadline_s, skip_wait)
 
 
 def check_results(tmp_path, ranks, idx, q, k):

@@ -13,7 +13,7 @@ from deephash.methods.hagcn import HAGCN, PaperHAGCN
 from deephash.models.hagcn import FILTERS, HAGCNNet
 from deephash.run import Checkpoint
 
-from conftest import make_blobs
+from conftest import Killed, kill_after, make_blobs
 
 CONFIGS = [(f, paper) for f in FILTERS for paper in (False, True)]
 DATA = Path(__file__).parent / "data"
@@ -113,23 +113,12 @@ def test_training_learns_the_graph_codes():
     assert after > before + 0.15, (before, after)
 
 
-class Killed(Exception):
-    pass
-
-
-def _kill_after(epoch_to_kill):
-    def on_epoch(epoch):
-        if epoch == epoch_to_kill:
-            raise Killed
-    return on_epoch
-
-
 def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     x, _ = make_blobs(n_per_class=24, seed=4)
     full = _tiny("lanczos", False, epochs=3, seed=7).fit(x, checkpoint=Checkpoint(tmp_path / "a" / "checkpoint.pt"))
     with pytest.raises(Killed):
         _tiny("lanczos", False, epochs=3, seed=7).fit(
-            x, checkpoint=Checkpoint(tmp_path / "b" / "checkpoint.pt", on_epoch=_kill_after(1)))
+            x, checkpoint=Checkpoint(tmp_path / "b" / "checkpoint.pt", on_epoch=kill_after(1)))
     resumed = _tiny("lanczos", False, epochs=3, seed=7).fit(
         x, checkpoint=Checkpoint(tmp_path / "b" / "checkpoint.pt", resume=True))
     assert resumed.history == full.history

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_blobs
+from conftest import Killed, kill_after, make_blobs
 from deephash import metrics
 from deephash.cli import main as cli_main
 from deephash.methods import METHODS, HashMethod, get_method
@@ -270,15 +270,6 @@ def test_only_training_labels_reach_the_method(tmp_path, split_npz):
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["mAP@all"] < first["mAP@all"]
 
 
-class Killed(Exception):
-    pass
-
-
-def _kill_after_first_epoch(epoch):
-    if epoch == 1:
-        raise Killed
-
-
 @pytest.mark.parametrize("name", ["dsh", "shc"])
 def test_deep_methods_resume_after_interruption(name, data, tmp_path):
     """Dropout, the batch order and Adam's state survive a kill: the resumed run ends as a whole one."""
@@ -286,7 +277,7 @@ def test_deep_methods_resume_after_interruption(name, data, tmp_path):
     whole = _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "a.pt"))
     with pytest.raises(Killed):
         _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt",
-                                                                         on_epoch=_kill_after_first_epoch))
+                                                                         on_epoch=kill_after(1)))
     assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
     resumed = _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt", resume=True))
     assert resumed.history == whole.history
@@ -301,7 +292,7 @@ def test_run_directory_of_a_deep_method_resumes(tmp_path, split_npz):
     split = load_data(split_npz)
     whole, _ = train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "whole")
     with pytest.raises(Killed):
-        train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", on_epoch=_kill_after_first_epoch)
+        train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", on_epoch=kill_after(1))
     assert (tmp_path / "run" / "checkpoint.pt").is_file() and not (tmp_path / "run" / "metrics.json").exists()
     resumed, _ = train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", resume=True)
     assert resumed["loss_history"] == whole["loss_history"] and len(whole["loss_history"]) == 3

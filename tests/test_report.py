@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from deephash import viz
+from conftest import image_folder
 from deephash.cli import main
 from deephash.data import Split, load_data
 
@@ -502,13 +503,7 @@ def test_grid_of_fashion_mnist_pictures(tmp_path):
 
 def test_embed_records_image_paths(tmp_path):
     pytest.importorskip("torchvision")
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in ("cat", "dog"):
-        (tmp_path / "img" / c).mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "img" / c / f"{i}.png")
+    image_folder(tmp_path / "img", per_class=10, size=20)
     (tmp_path / "out").mkdir()
     e = tmp_path / "out" / "e.npz"
     assert main(["embed", "--images", str(tmp_path / "img"), "--out", str(e), "--untrained", "--arch", "resnet18",
