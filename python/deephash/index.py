@@ -1,6 +1,10 @@
 """``deephash.Index``: packed binary codes with integer ids and exact Hamming search.
 
-File format (little-endian), written by :meth:`Index.save`:
+``Index(bits, kind="flat")`` scans every code per query (``hamming_topk``); ``kind="mih"`` answers
+the same searches, with the same results, through multi-index hash tables (:mod:`deephash.mih`),
+built at the first search after the codes change.
+
+File format (little-endian), written by :meth:`Index.save` (version 1 for ``kind="flat"``):
 
 ====== ======================= ==============================================
 offset field                   value
@@ -13,6 +17,14 @@ offset field                   value
 ...    codes                   ``uint8[count, ceil(bits/8)]`` (SPEC.md's packed layout)
 end-32 checksum                SHA-256 of every byte before it
 ====== ======================= ==============================================
+
+Version 2 (``kind="mih"``) inserts 12 bytes after ``count``: ``kind`` (``uint8``, 1 = mih), 3 zero
+bytes, ``m`` (``uint32``, the number of substrings; 0 = chosen from the count) and 4 zero bytes; ids
+and codes follow at offset 32. The hash tables are not stored: they are rebuilt at the first
+search after a load. Reading stored tables back (with their checksum) measured 1.4-1.9x faster than
+rebuilding them at 1e7 codes, but they are 4.7x (64 bits) to 7.9x (128 bits) the size of the codes,
+so storing them would multiply the file and the time to save it; a rebuild of 1e7 codes takes
+seconds and is paid only by the first search (``benchmarks/results/mih-cpu-*.md``).
 
 :meth:`Index.load` refuses a file whose magic, version, size or checksum is wrong, naming the file.
 """
@@ -28,10 +40,14 @@ import torch
 import deephash_ext
 
 from .metrics import as_packed
+from .mih import MultiIndex, check_m
 
 MAGIC = b"DHIDX\0"
 VERSION = 1
 _HEADER = struct.Struct("<6sHIQ")
+KINDS = ("flat", "mih")
+_MIH_VERSION = 2
+_MIH_FIELDS = struct.Struct("<B3xI4x")  # kind, m; ids start 8-byte aligned
 
 
 class IndexError_(ValueError):
@@ -39,15 +55,26 @@ class IndexError_(ValueError):
 
 
 class Index:
-    """An exact Hamming index over ``bits``-bit codes."""
+    """An exact Hamming index over ``bits``-bit codes.
 
-    def __init__(self, bits: int):
+    ``kind="mih"`` searches by multi-index hashing over ``m`` substrings (default: chosen from the
+    number of codes, see :func:`deephash.mih.default_m`); its results equal ``kind="flat"``'s.
+    """
+
+    def __init__(self, bits: int, kind: str = "flat", m: int | None = None):
         if not 1 <= int(bits) <= 1 << 20:
             raise ValueError(f"bits must be positive, got {bits}")
+        if kind not in KINDS:
+            raise ValueError(f'kind must be "flat" or "mih", got {kind!r}')
         self.bits = int(bits)
         self.nbytes = (self.bits + 7) // 8
+        self.kind = kind
+        if m is not None and kind != "mih":
+            raise ValueError('m (the number of substrings) applies to kind="mih" only')
+        self.m = None if m is None else check_m(m, self.bits)
         self._codes = torch.empty(0, self.nbytes, dtype=torch.uint8)
         self._ids = torch.empty(0, dtype=torch.int64)
+        self._mih: MultiIndex | None = None
 
     def __len__(self) -> int:
         return int(self._ids.numel())
@@ -79,17 +106,31 @@ class Index:
             raise IndexError_(f"{ids.numel()} ids for {p.shape[0]} codes")
         self._codes = torch.cat([self._codes, p])
         self._ids = torch.cat([self._ids, ids])
+        self._mih = None
         return self
+
+    def multi_index(self) -> MultiIndex:
+        """The hash tables of ``kind="mih"`` (built now if the codes changed since the last build)."""
+        if self._mih is None:
+            self._mih = MultiIndex(self._codes, self.bits, self.m)
+        return self._mih
 
     def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distances int32[Q, k'], ids int64[Q, k'])``, ``k' = min(k, len)``, sorted by (distance, insertion order)."""
         if len(self) == 0:
             raise IndexError_("search on an empty index")
-        d, rows = deephash_ext.hamming_topk(self._pack(queries), self._codes, int(k))
+        q = self._pack(queries)
+        if self.kind == "mih":
+            d, rows = self.multi_index().search(q, self._codes, int(k))
+        else:
+            d, rows = deephash_ext.hamming_topk(q, self._codes, int(k))
         return d, self._ids[rows]
 
     def save(self, path) -> None:
-        body = _HEADER.pack(MAGIC, VERSION, self.bits, len(self))
+        if self.kind == "mih":
+            body = _HEADER.pack(MAGIC, _MIH_VERSION, self.bits, len(self)) + _MIH_FIELDS.pack(1, self.m or 0)
+        else:
+            body = _HEADER.pack(MAGIC, VERSION, self.bits, len(self))
         body += self._ids.numpy().astype("<i8").tobytes() + self._codes.numpy().tobytes()
         tmp = f"{path}.tmp"
         with open(tmp, "wb") as f:
@@ -108,17 +149,30 @@ class Index:
         magic, version, bits, count = _HEADER.unpack_from(raw)
         if magic != MAGIC:
             raise IndexError_(f"{path}: not a deephash index file (bad magic {magic!r})")
-        if version != VERSION:
-            raise IndexError_(f"{path}: index file version {version}, this deephash reads version {VERSION}")
+        if version not in (VERSION, _MIH_VERSION):
+            raise IndexError_(f"{path}: index file version {version}, this deephash reads versions {VERSION} "
+                              f"and {_MIH_VERSION}")
+        off = _HEADER.size
+        kind, m = "flat", None
+        if version == _MIH_VERSION:
+            if len(raw) < off + _MIH_FIELDS.size + 32:
+                raise IndexError_(f"{path}: truncated index file ({len(raw)} bytes, shorter than the header)")
+            kind_code, m_field = _MIH_FIELDS.unpack_from(raw, off)
+            if kind_code != 1:
+                raise IndexError_(f"{path}: corrupted index file (unknown index kind {kind_code})")
+            kind, m = "mih", (m_field or None)
+            off += _MIH_FIELDS.size
         nbytes = (bits + 7) // 8
-        expected = _HEADER.size + count * (8 + nbytes) + 32
+        expected = off + count * (8 + nbytes) + 32
         if bits < 1 or len(raw) != expected:
             raise IndexError_(f"{path}: truncated or corrupted index file ({len(raw)} bytes, the header "
                               f"announces {count} codes of {bits} bits = {expected} bytes)")
         if hashlib.sha256(raw[:-32]).digest() != raw[-32:]:
             raise IndexError_(f"{path}: corrupted index file (checksum mismatch)")
-        idx = cls(bits)
-        off = _HEADER.size
+        try:
+            idx = cls(bits, kind, m)
+        except ValueError as e:
+            raise IndexError_(f"{path}: corrupted index file ({e})") from e
         idx._ids = torch.from_numpy(np.frombuffer(raw, dtype="<i8", count=count, offset=off).astype(np.int64))
         off += 8 * count
         idx._codes = torch.from_numpy(
