@@ -316,10 +316,12 @@ def mih_search(q: Tensor, codes: Tensor, rows: Tensor, offsets: Tensor, slots: T
     """Exactly ``hamming_topk(q, codes, k)`` (same values, same (distance, row) order, ``min(k, N)``
     columns), found by multi-index hashing over the tables of :func:`mih_build` (built from ``codes``).
 
-    ``mode="auto"`` probes a query until its modelled cost passes half a scan, then scans it instead,
-    and scans the rest of the batch once probing costs more on average than scanning;
-    ``mode="probe"`` always probes (for tests: it can be far slower than a scan on codes without
-    structure). CPU only: a CUDA tensor is refused (``hamming_topk`` scans on the GPU).
+    ``mode="auto"`` probes a query until its modelled cost passes a budget (a quarter of a scan for the
+    batch's first 16 queries, one scan after them), then scans it instead, and scans the rest of the
+    batch when its first queries show that probing costs about as much as scanning or more;
+    ``mode="probe"`` runs the multi-index search alone on every query (for tests and measurements: with
+    long substrings or codes without structure it can be far slower than a scan). CPU only: a CUDA
+    tensor is refused (``hamming_topk`` scans on the GPU).
     """
     _check_cpu("mih_search", q=q, codes=codes)
     return _lib.mih_search.default(q, codes, rows, offsets, slots, bucket_codes, bits, k, mode)

@@ -10,9 +10,10 @@
 // substring of l bits is complete at radius l, every row has been met). Rows are kept while within
 // the k-th best distance found so far (all of them at a tie), so the search is final once that
 // distance d_k is below m r + a: every row at distance <= d_k has then been met and kept, and
-// sorting the kept rows by (distance, row) gives exactly hamming_topk's answer, ties included. A
-// radius whose values alone would cost more to look up than comparing every code is replaced by
-// that comparison, which ends the search as well.
+// sorting the kept rows by (distance, row) gives exactly hamming_topk's answer, ties included. In
+// mode "auto", a radius whose values alone would cost more to look up than comparing every code is
+// replaced by that comparison, which ends the search as well; mode "probe" is the paper's search
+// alone (for tests and measurements: with long substrings it can take far longer than a scan).
 //
 // Cost model. Each query's work is counted in modelled nanoseconds (CostModel) against the scan's
 // cost for one query. A query stops once past its budget and is scanned instead, with the others
@@ -121,8 +122,14 @@ void spot_check(const Tables& t) {
 template <class Code>
 class Prober {
  public:
-  Prober(const Tables& t, int64_t kk)
-      : t_(t), kk_(kk), max_dist_(static_cast<int32_t>(8 * t.B)), seen_((t.N + 63) / 64, 0), hist_(8 * t.B + 1, 0) {}
+  // shortcut: replace a radius that costs more than comparing every code by that comparison.
+  Prober(const Tables& t, int64_t kk, bool shortcut)
+      : t_(t),
+        kk_(kk),
+        shortcut_(shortcut),
+        max_dist_(static_cast<int32_t>(8 * t.B)),
+        seen_((t.N + 63) / 64, 0),
+        hist_(8 * t.B + 1, 0) {}
 
   // Writes the query's kk nearest rows and returns true, or returns false (writing nothing) once the
   // modelled cost passes budget. spent: the modelled cost either way.
@@ -138,7 +145,7 @@ class Prober {
       for (int64_t z = 0; z < m && !done && within; ++z) {
         const int len = sub.len[z];
         if (r > len) continue;
-        if (binomial(len, r) * cm.probe > cm.scan_query) {
+        if (shortcut_ && binomial(len, r) * cm.probe > cm.scan_query) {
           // This radius alone would cost more than comparing every code: compare them all and finish.
           cost_ += cm.scan_query;
           within = cost_ <= budget;
@@ -326,6 +333,7 @@ class Prober {
 
   const Tables& t_;
   const int64_t kk_;
+  const bool shortcut_;
   const int32_t max_dist_;
   std::vector<uint64_t> seen_;      // [ceil(N / 64)] rows kept by this query
   std::vector<int32_t> seen_list_;  // the same rows, to clear the bitmap
@@ -434,7 +442,7 @@ std::tuple<at::Tensor, at::Tensor> mih_search_cpu(const at::Tensor& q, const at:
     using Code = code_t<decltype(tag)>;
     // One worker per thread; queries are handed out one at a time, since their costs differ widely.
     at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-      Prober<Code> prober(tables, kk);
+      Prober<Code> prober(tables, kk, mode == Mode::kAuto);
       for (int64_t i; (i = next.fetch_add(1)) < Q;) {
         if (scan_rest.load(std::memory_order_relaxed)) {
           to_scan[i] = 1;
