@@ -316,9 +316,9 @@ def mih_search(q: Tensor, codes: Tensor, rows: Tensor, offsets: Tensor, slots: T
     """Exactly ``hamming_topk(q, codes, k)`` (same values, same (distance, row) order, ``min(k, N)``
     columns), found by multi-index hashing over the tables of :func:`mih_build` (built from ``codes``).
 
-    ``mode="auto"`` probes a query until its modelled cost passes a budget (a quarter of a scan for the
-    batch's first 16 queries, one scan after them), then scans it instead, and scans the rest of the
-    batch when its first queries show that probing costs about as much as scanning or more;
+    ``mode="auto"`` probes a query until its modelled cost passes a budget (one scan; for the batch's first
+    16 queries ``Q / 640`` scans, within [0.25, 1]), then scans it instead, and scans the rest of the
+    batch when those first queries show that probing costs about as much as scanning or more;
     ``mode="probe"`` runs the multi-index search alone on every query (for tests and measurements: with
     long substrings or codes without structure it can be far slower than a scan). CPU only: a CUDA
     tensor is refused (``hamming_topk`` scans on the GPU).
