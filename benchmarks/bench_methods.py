@@ -1,10 +1,11 @@
 """Every hashing method x code length on one data set: one markdown table and a PR-curve plot.
 
-Each method is fitted on the training split (supervised methods get the training labels only), then
-encodes the queries and the database; the metrics come from :mod:`deephash.metrics` (the deephash_ext
-ops): mAP@1000, mAP@all, tie-aware mAP@all, P@r2 (a query with nothing within radius 2 counts 0), and
-the training time (fit only, seconds). A method that refuses the data (e.g. hybridhash on embeddings
-that are not images) gets a row saying so.
+Each method (HAGCN and its paper recipe included) is fitted on the training split (supervised methods
+get the training labels only), then encodes the queries and the database, by :func:`deephash.run.fit_and_evaluate`
+as ``deephash train`` does; the metrics come from :mod:`deephash.metrics` (the deephash_ext ops):
+mAP@1000, mAP@all, tie-aware mAP@all, P@r2 (a query with nothing within radius 2 counts 0), and the
+training time (fit only, seconds). A method that refuses the data (e.g. hybridhash on embeddings that
+are not images) gets a row saying so.
 
     python benchmarks/bench_methods.py                                  # all methods, 16/32/64 bits, Fashion-MNIST
     python benchmarks/bench_methods.py --methods itq csq --bits 64 --epochs 10
@@ -19,7 +20,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deephash import metrics  # noqa: E402
 from deephash.data import load_data  # noqa: E402
 from deephash.methods import METHODS, get_method  # noqa: E402
-from deephash.methods.deep import DeepHashMethod  # noqa: E402
+from deephash.run import fit_and_evaluate  # noqa: E402
 
 COLUMNS = ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@r2")
 
@@ -45,23 +45,17 @@ def cpu_model() -> str:
 
 def run_one(name, bits, split, args):
     kwargs = {"seed": args.seed}
-    if issubclass(METHODS[name], DeepHashMethod):
+    if "epochs" in METHODS[name].options:
         if args.epochs is not None:
             kwargs["epochs"] = args.epochs
         if name == "hybridhash" and args.hybrid_epochs is not None:
             kwargs["epochs"] = args.hybrid_epochs
     method = get_method(name, bits, **kwargs)
-    y_train = split.y_train if method.supervised else None
-    t0 = time.perf_counter()
     try:
-        method.fit(split.x_train, y_train)
+        m, curve = fit_and_evaluate(method, split)
     except ValueError as e:
         return {"method": name, "bits": bits, "error": str(e)}, None
-    train_s = time.perf_counter() - t0
-    q = method.encode(split.x_query)
-    db = method.encode(split.x_db)
-    m, curve = metrics.evaluate(q, db, split.y_query, split.y_db, bits)
-    row = {"method": name, "bits": bits, "train_s": train_s, **{k: m[k] for k in COLUMNS},
+    row = {"method": name, "bits": bits, "train_s": m["train_seconds"], **{k: m[k] for k in COLUMNS},
            "P@r2-empty": m["P@r2-empty"]}
     return row, curve
 

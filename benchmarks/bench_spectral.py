@@ -21,18 +21,18 @@ SHAPES = [(64, 128, 256), (16, 256, 256), (256, 32, 64)]
 BASES = ["chebyshev", "spline", "fourier"]
 
 
-def median_ms(fns, reps: int, warmup: int) -> list[float]:
-    """Median wall time (ms) of each function, the functions interleaved rep by rep so that the load
-    of a shared machine falls on all of them alike."""
+def median_ms(fns, reps: int, warmup: int, clock=time.perf_counter) -> list[float]:
+    """Median time (ms) of each function on `clock`, the functions interleaved rep by rep so that the
+    load of a shared machine falls on all of them alike."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
     for _ in range(reps):
         for fn, t in zip(fns, times):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            t.append(time.perf_counter() - t0)
+            t.append(clock() - t0)
     return [1e3 * statistics.median(t) for t in times]
 
 
@@ -56,14 +56,17 @@ def main() -> None:
     p.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES),
                    help="comma-separated BtxNxD list")
     p.add_argument("--bases", default=",".join(BASES))
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: the process's CPU time, steadier than wall time on a shared machine")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     dtype = getattr(torch, args.dtype)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     bases = args.bases.split(",")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, K={args.K}, "
-          f"median of {args.reps} (after {args.warmup} warm-up)\n")
+          f"median of {args.reps} (after {args.warmup} warm-up), {args.clock} clock\n")
     print("| op | Bt x n x d | basis | deephash_ext ms | reference ms | ratio |")
     print("|---|---|---|---:|---:|---:|")
 
@@ -77,11 +80,11 @@ def main() -> None:
         x = torch.randn(Bt, n, d, generator=g, dtype=dtype)
         theta = torch.randn(args.K, generator=g, dtype=dtype)
         row("eigh", (Bt, n, n), "", *median_ms([lambda: dh.eigh(L), lambda: torch.linalg.eigh(L)],
-                                               args.reps, args.warmup))
+                                               args.reps, args.warmup, clock))
         for basis in bases:
             with torch.no_grad():
                 fwd = median_ms([lambda f=f: f(x, L, theta, basis) for f in (dh.spectral_filter, R.spectral_filter)],
-                                args.reps, args.warmup)
+                                args.reps, args.warmup, clock)
             row("spectral_filter fwd", (Bt, n, d), basis, *fwd)
 
             def fwd_bwd(f):
@@ -90,7 +93,7 @@ def main() -> None:
                 torch.autograd.grad(y, (xs, Ls, ts), torch.ones_like(y))
 
             both = median_ms([lambda f=f: fwd_bwd(f) for f in (dh.spectral_filter, R.spectral_filter)],
-                             args.reps, args.warmup)
+                             args.reps, args.warmup, clock)
             row("spectral_filter fwd+bwd", (Bt, n, d), basis, *both)
 
 if __name__ == "__main__":

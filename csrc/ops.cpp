@@ -1,5 +1,7 @@
 // Every schema of the deephash_ext library, in one place. Kernels register per backend in
-// csrc/cpu/*.cpp and csrc/cuda/*.cu; fake kernels and autograd live in deephash_ext/ops.py.
+// csrc/cpu/*.cpp and csrc/cuda/*.cu, except spectral_filter's, whose host code in
+// csrc/spectral_filter.cpp registers itself once per backend over that backend's kernels; fake
+// kernels and autograd live in deephash_ext/ops.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(deephash_ext, m) {
@@ -11,12 +13,15 @@ TORCH_LIBRARY(deephash_ext, m) {
   m.def("hamming_distance(Tensor q, Tensor db) -> Tensor");
   m.def("hamming_topk(Tensor q, Tensor db, int k) -> (Tensor, Tensor)");
   m.def("topk_map(Tensor q, Tensor db, Tensor q_labels, Tensor db_labels, int k, str ties) -> Tensor");
+  // Every row within radius: (lims int64[Q + 1], distances int32[M], rows int64[M]), FAISS's range-search
+  // layout; query i's hits are [lims[i], lims[i + 1]), ordered by (distance, row).
+  m.def("hamming_range(Tensor q, Tensor db, int radius) -> (Tensor, Tensor, Tensor)");
 
   // Spectral graph filtering over a batch of graphs [Bt, n, n].
   m.def("normalized_laplacian(Tensor A) -> Tensor");
   m.def("_normalized_laplacian_backward(Tensor grad_L, Tensor A) -> Tensor");
   m.def("eigh(Tensor L) -> (Tensor, Tensor)");
-  // spectral_filter is CompositeImplicitAutograd: it returns the first output of
+  // spectral_filter is CompositeImplicitAutograd (csrc/spectral_filter.cpp): it returns the first output of
   // _spectral_filter_forward, which carries the autograd and hands its one eigendecomposition
   // (evals, evecs) and Uᵀ x to the backward. The backward returns an empty tensor [0] for every gradient
   // that output_mask (x, L, theta) does not ask for.

@@ -10,6 +10,7 @@ from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from .ops import (
     eigh,
     hamming_distance,
+    hamming_range,
     hamming_topk,
     mih_build,
     mih_search,
@@ -30,6 +31,7 @@ __all__ = [
     "unpack_bits",
     "hamming_distance",
     "hamming_topk",
+    "hamming_range",
     "topk_map",
     "mih_build",
     "mih_search",

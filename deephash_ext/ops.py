@@ -32,6 +32,13 @@ def hamming_topk(q: Tensor, db: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return _lib.hamming_topk.default(q, db, k)
 
 
+def hamming_range(q: Tensor, db: Tensor, radius: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Every database row within Hamming ``radius`` (inclusive) of each query, exact, in FAISS's
+    range-search layout: ``(lims int64[Q + 1], distances int32[M], rows int64[M])``; query ``i``'s hits
+    are ``lims[i]:lims[i + 1]``, ordered by (distance, row)."""
+    return _lib.hamming_range.default(q, db, radius)
+
+
 def topk_map(q: Tensor, db: Tensor, q_labels: Tensor, db_labels: Tensor, k: int = 0,
              ties: str = "index") -> Tensor:
     """Per-query AP@k (``float64[Q]``) of the Hamming ranking; ``k <= 0`` ranks the whole database.
@@ -46,30 +53,58 @@ def topk_map(q: Tensor, db: Tensor, q_labels: Tensor, db_labels: Tensor, k: int 
 # Fake kernels
 
 
+def _check_same_device(op: str, **tensors: Tensor) -> None:
+    """Every tensor argument on one device. The dispatcher sends a call to this file's fake kernels when
+    any argument is on the meta device, so a fake kernel is also what sees CPU codes with meta labels."""
+    (first, t0), *rest = tensors.items()
+    for name, t in rest:
+        torch._check(t.device == t0.device, lambda: f"{op}: all tensors must be on one device, but {first} is on "
+                                                    f"{t0.device} and {name} on {t.device}")
+
+
+# Distances are int32, so 8 * bytes must stay below 2^31 (common/checks.h: kMaxCodeBytes).
+MAX_CODE_BYTES = (2**31 - 1) // 8
+
+
 def _check_codes(t: Tensor, name: str) -> None:
     torch._check(t.dtype == torch.uint8, lambda: f"{name} must hold packed codes of dtype uint8, got {t.dtype}")
     torch._check(t.dim() == 2, lambda: f"{name} must be 2-D [rows, bytes], got shape {tuple(t.shape)}")
+    torch._check(t.shape[1] <= MAX_CODE_BYTES,
+                 lambda: f"{name} holds codes of {t.shape[1]} bytes ({8 * t.shape[1]} bits), too wide: Hamming "
+                         f"distances are int32, so codes may hold at most {MAX_CODE_BYTES} bytes")
 
 
 def _check_pair(q: Tensor, db: Tensor) -> None:
     _check_codes(q, "q")
     _check_codes(db, "db")
-    torch._check(q.shape[1] == db.shape[1], lambda: "q and db must have the same byte width")
-    torch._check(q.device == db.device, lambda: "q and db must be on the same device")
+    torch._check(q.shape[1] == db.shape[1],
+                 lambda: f"q and db must have the same byte width, got {q.shape[1]} and {db.shape[1]} bytes")
+    torch._check(q.device == db.device, lambda: f"q and db must be on the same device, got {q.device} and {db.device}")
+
+
+# What pack_bits reads: every real or bool dtype with one value per element (common/checks.h:
+# pack_bits_dtype). Complex, quantized, packed sub-byte and bit-container dtypes have no order against 0.
+PACK_BITS_DTYPES = frozenset(
+    [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32,
+     torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64]
+    + [getattr(torch, n) for n in ("float8_e5m2", "float8_e5m2fnuz", "float8_e4m3fn", "float8_e4m3fnuz",
+                                   "float8_e8m0fnu") if hasattr(torch, n)])
 
 
 @torch.library.register_fake("deephash_ext::pack_bits")
 def _pack_bits_fake(x):
-    torch._check(x.dim() >= 1, lambda: "pack_bits: x must have at least one dimension")
-    torch._check(not x.is_complex(), lambda: "pack_bits: x must be real or bool")
+    torch._check(x.dim() >= 1, lambda: "pack_bits: x must have at least one dimension (the bits), got a scalar")
+    torch._check(x.dtype in PACK_BITS_DTYPES, lambda: f"pack_bits: x must be real or bool, got {x.dtype}")
     return x.new_empty((*x.shape[:-1], (x.shape[-1] + 7) // 8), dtype=torch.uint8)
 
 
 @torch.library.register_fake("deephash_ext::unpack_bits")
 def _unpack_bits_fake(packed, bits):
-    torch._check(packed.dtype == torch.uint8, lambda: "unpack_bits: packed must be uint8")
-    torch._check(packed.dim() >= 1, lambda: "unpack_bits: packed must have at least one dimension")
-    torch._check(0 <= bits <= 8 * packed.shape[-1], lambda: "unpack_bits: bits out of range for the byte width")
+    torch._check(packed.dtype == torch.uint8, lambda: f"unpack_bits: packed must be uint8, got {packed.dtype}")
+    torch._check(packed.dim() >= 1, lambda: "unpack_bits: packed must have at least one dimension (the bytes)")
+    torch._check(bits >= 0, lambda: f"unpack_bits: bits must be >= 0, got {bits}")
+    torch._check(bits <= 8 * packed.shape[-1],
+                 lambda: f"unpack_bits: asked for {bits} bits but the codes hold only {8 * packed.shape[-1]}")
     return packed.new_empty((*packed.shape[:-1], bits))
 
 
@@ -87,14 +122,51 @@ def _hamming_topk_fake(q, db, k):
     return (q.new_empty((q.shape[0], kk), dtype=torch.int32), q.new_empty((q.shape[0], kk), dtype=torch.int64))
 
 
+@torch.library.register_fake("deephash_ext::hamming_range")
+def _hamming_range_fake(q, db, radius):
+    _check_pair(q, db)
+    torch._check(radius >= 0, lambda: f"hamming_range: radius must be >= 0, got {radius}")
+    # The number of hits depends on the data.
+    m = torch.library.get_ctx().new_dynamic_size()
+    return (q.new_empty((q.shape[0] + 1,), dtype=torch.int64), q.new_empty((m,), dtype=torch.int32),
+            q.new_empty((m,), dtype=torch.int64))
+
+
+_MULTI_HOT_DTYPES = (torch.bool, torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 @torch.library.register_fake("deephash_ext::topk_map")
 def _topk_map_fake(q, db, q_labels, db_labels, k, ties):
+    # The order of common/checks.h: check_topk_map_inputs.
     _check_pair(q, db)
     torch._check(ties in ("index", "average"), lambda: f'ties must be "index" or "average", got "{ties}"')
-    torch._check(q_labels.dim() == db_labels.dim() and q_labels.dim() in (1, 2),
-                 lambda: "labels must be class ids [rows] or multi-hot [rows, C] on both sides")
-    torch._check(q_labels.shape[0] == q.shape[0], lambda: "q_labels must have one row per query")
-    torch._check(db_labels.shape[0] == db.shape[0], lambda: "db_labels must have one row per database code")
+    torch._check(q_labels.dim() == db_labels.dim(),
+                 lambda: "q_labels and db_labels must be of the same kind (class ids [rows] or multi-hot [rows, C]), "
+                         f"got shapes {tuple(q_labels.shape)} and {tuple(db_labels.shape)}")
+    torch._check(q_labels.dim() in (1, 2),
+                 lambda: f"labels must be class ids [rows] or multi-hot [rows, C], got shape {tuple(q_labels.shape)}")
+    torch._check(q_labels.shape[0] == q.shape[0],
+                 lambda: f"q_labels has {q_labels.shape[0]} rows but q has {q.shape[0]}")
+    torch._check(db_labels.shape[0] == db.shape[0],
+                 lambda: f"db_labels has {db_labels.shape[0]} rows but db has {db.shape[0]}")
+    if q_labels.dim() == 1:
+        torch._check(q_labels.dtype == torch.int64 and db_labels.dtype == torch.int64,
+                     lambda: f"class-id labels must be int64, got {q_labels.dtype} and {db_labels.dtype}")
+    else:
+        torch._check(q_labels.dtype in _MULTI_HOT_DTYPES and db_labels.dtype in _MULTI_HOT_DTYPES,
+                     lambda: f"multi-hot labels must be bool, uint8 or floating, got {q_labels.dtype} and "
+                             f"{db_labels.dtype}")
+        torch._check(q_labels.shape[1] == db_labels.shape[1],
+                     lambda: f"multi-hot labels must have the same number of classes, got {q_labels.shape[1]} and "
+                             f"{db_labels.shape[1]}")
+    torch._check(q_labels.device == q.device,
+                 lambda: f"q_labels must be on {q.device} like the codes, got {q_labels.device}")
+    torch._check(db_labels.device == q.device,
+                 lambda: f"db_labels must be on {q.device} like the codes, got {db_labels.device}")
+    N = db.shape[0]
+    torch._check(ties == "index" or k <= 0 or k >= N,
+                 lambda: f'ties="average" is defined over the full ranking only: pass k <= 0 (or k >= N), got k={k} '
+                         f"with N={N}")
     return q.new_empty((q.shape[0],), dtype=torch.float64)
 
 
@@ -165,20 +237,26 @@ def _check_spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str) -> i
                  lambda: f'{op}: basis must be "chebyshev", "spline" or "fourier", got "{basis}"')
     _check_square_batch(L, op, "L")
     torch._check(x.dim() == 3, lambda: f"{op}: x must be [Bt, n, d], got shape {tuple(x.shape)}")
-    torch._check(x.dtype == L.dtype and theta.dtype == L.dtype, lambda: f"{op}: x, L and theta must have the same dtype")
-    torch._check(x.device == L.device and theta.device == L.device, lambda: f"{op}: x, L and theta must be on the same device")
-    torch._check(x.shape[0] == L.shape[0], lambda: f"{op}: x and L must have the same batch size")
-    torch._check(x.shape[1] == L.shape[1], lambda: f"{op}: x and L must have the same number of nodes")
-    torch._check(theta.dim() in (1, 2), lambda: f"{op}: theta must be [K] (shared) or [Bt, K] (per graph)")
+    torch._check(x.dtype == L.dtype and theta.dtype == L.dtype,
+                 lambda: f"{op}: x, L and theta must have the same dtype, got {x.dtype}, {L.dtype} and {theta.dtype}")
+    torch._check(x.device == L.device and theta.device == L.device,
+                 lambda: f"{op}: x, L and theta must be on the same device, got {x.device}, {L.device} and {theta.device}")
+    torch._check(x.shape[0] == L.shape[0],
+                 lambda: f"{op}: x and L must have the same batch size, got {x.shape[0]} and {L.shape[0]}")
+    torch._check(x.shape[1] == L.shape[1], lambda: f"{op}: x has {x.shape[1]} nodes per graph but L has {L.shape[1]}")
+    torch._check(theta.dim() in (1, 2),
+                 lambda: f"{op}: theta must be [K] (shared) or [Bt, K] (per graph), got shape {tuple(theta.shape)}")
     if theta.dim() == 2:
-        torch._check(theta.shape[0] == L.shape[0], lambda: f"{op}: per-graph theta must have one row per graph")
+        torch._check(theta.shape[0] == L.shape[0], lambda: f"{op}: per-graph theta must have one row per graph, got "
+                                                            f"{theta.shape[0]} rows for {L.shape[0]} graphs")
     K = theta.shape[-1]
     if basis == "chebyshev":
-        torch._check(K >= 1, lambda: f"{op}: the chebyshev basis needs K >= 1 coefficients")
+        torch._check(K >= 1, lambda: f"{op}: the chebyshev basis needs K >= 1 coefficients, got K={K}")
     elif basis == "spline":
-        torch._check(K >= 4, lambda: f"{op}: the cubic spline basis needs K >= 4 coefficients")
+        torch._check(K >= 4, lambda: f"{op}: the cubic spline basis needs K >= 4 coefficients, got K={K}")
     else:
-        torch._check(K >= 1 and K <= L.shape[1], lambda: f"{op}: the fourier basis needs 1 <= K <= n")
+        torch._check(K >= 1 and K <= L.shape[1], lambda: f"{op}: the fourier basis keeps the K smallest eigenpairs, "
+                                                         f"so it needs 1 <= K <= n, got K={K} with n={L.shape[1]}")
     return K
 
 
@@ -191,7 +269,10 @@ def _normalized_laplacian_fake(A):
 @torch.library.register_fake("deephash_ext::_normalized_laplacian_backward")
 def _normalized_laplacian_backward_fake(grad_L, A):
     _check_square_batch(A, "normalized_laplacian_backward", "A")
-    torch._check(grad_L.shape == A.shape and grad_L.dtype == A.dtype, lambda: "grad_L must match A")
+    torch._check(grad_L.shape == A.shape and grad_L.dtype == A.dtype,
+                 lambda: f"normalized_laplacian_backward: grad_L must match A, got {tuple(grad_L.shape)} "
+                         f"{grad_L.dtype} and {tuple(A.shape)} {A.dtype}")
+    _check_same_device("normalized_laplacian_backward", A=A, grad_L=grad_L)
     return torch.empty_like(A, memory_format=torch.contiguous_format)
 
 
@@ -217,9 +298,21 @@ def _spectral_filter_forward_fake(x, L, theta, basis):
 
 @torch.library.register_fake("deephash_ext::_spectral_filter_backward")
 def _spectral_filter_backward_fake(grad_y, x, zx, theta, evals, evecs, basis, output_mask):
-    _check_spectral_filter(x, evecs, theta, basis)
-    torch._check(grad_y.shape == x.shape, lambda: "spectral_filter_backward: grad_y must have the shape of x")
-    Bt, n = evecs.shape[0], evecs.shape[1]
+    # common/spectral_checks.h: check_spectral_filter_backward_inputs.
+    op = "spectral_filter_backward"
+    K = _check_spectral_filter(x, evecs, theta, basis)
+    Bt, n, d = evecs.shape[0], evecs.shape[1], x.shape[2]
+    m = K if basis == "fourier" else n
+    torch._check(grad_y.shape == x.shape,
+                 lambda: f"{op}: grad_y must have the shape of x, got {tuple(grad_y.shape)} and {tuple(x.shape)}")
+    torch._check(evals.dim() == 2 and evals.shape[0] == Bt and evals.shape[1] == n,
+                 lambda: f"{op}: evals must be [Bt, n], got {tuple(evals.shape)}")
+    torch._check(zx.dim() == 3 and zx.shape[0] == Bt and zx.shape[1] == m and zx.shape[2] == d,
+                 lambda: f"{op}: zx must be [Bt, {m}, d], got {tuple(zx.shape)}")
+    torch._check(grad_y.dtype == x.dtype and zx.dtype == x.dtype and evals.dtype == x.dtype,
+                 lambda: f"{op}: grad_y, zx and evals must have the dtype of x ({x.dtype}), got {grad_y.dtype}, "
+                         f"{zx.dtype} and {evals.dtype}")
+    _check_same_device(op, x=x, grad_y=grad_y, zx=zx, theta=theta, evals=evals, evecs=evecs)
     # Gradients not asked for come back as distinct empty [0] tensors.
     return (x.new_empty(x.shape if output_mask[0] else (0,)),
             x.new_empty((Bt, n, n) if output_mask[1] else (0,)),
@@ -287,13 +380,6 @@ def _check_mih_layout(bits: int, nbytes, m: int, op: str) -> None:
                                           f"{bits}-bit codes (substrings of 1 to 32 bits), got {m}")
 
 
-def _check_cpu(op: str, **tensors: Tensor) -> None:
-    for name, t in tensors.items():
-        if t.device.type not in ("cpu", "meta"):
-            raise RuntimeError(f"{op}: multi-index hash tables live on the CPU, got {name} on {t.device}; on a GPU, "
-                               f"hamming_topk's exhaustive scan is the exact search")
-
-
 def mih_build(codes: Tensor, bits: int, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Multi-index hash tables of packed codes ``uint8[N, B]``, ``B = ceil(bits/8)``, cut into m substrings
     of at most 32 bits (:func:`mih_substrings`):
@@ -304,10 +390,10 @@ def mih_build(codes: Tensor, bits: int, m: int) -> tuple[Tensor, Tensor, Tensor,
     substring; a shorter row of offsets is padded with N), and ``slots[z]`` is an open-addressing table
     (linear probing from ``(value * 0x9E3779B97F4A7C15 mod 2^64) >> (64 - log2 P)``, load at most 1/2)
     whose entries are ``value << 32 | b``, or -1 when empty; ``bucket_codes[z] = codes[rows[z]]``, so that
-    a bucket's codes are compared in sequence. At most ``2^31 - 2`` codes. CPU only: a CUDA tensor is
-    refused.
+    a bucket's codes are compared in sequence. At most ``2^31 - 2`` codes. CPU only: no CUDA kernel is
+    registered, so the dispatcher refuses a CUDA tensor ("Could not run 'deephash_ext::mih_build' with
+    arguments from the 'CUDA' backend").
     """
-    _check_cpu("mih_build", codes=codes)
     return _lib.mih_build.default(codes, bits, m)
 
 
@@ -320,10 +406,9 @@ def mih_search(q: Tensor, codes: Tensor, rows: Tensor, offsets: Tensor, slots: T
     16 queries ``Q / 640`` scans, within [0.25, 1]), then scans it instead, and scans the rest of the
     batch when those first queries show that probing costs about as much as scanning or more;
     ``mode="probe"`` runs the multi-index search alone on every query (for tests and measurements: with
-    long substrings or codes without structure it can be far slower than a scan). CPU only: a CUDA
-    tensor is refused (``hamming_topk`` scans on the GPU).
+    long substrings or codes without structure it can be far slower than a scan). CPU only: the
+    dispatcher refuses CUDA tensors, as for :func:`mih_build` (``hamming_topk`` scans on the GPU).
     """
-    _check_cpu("mih_search", q=q, codes=codes)
     return _lib.mih_search.default(q, codes, rows, offsets, slots, bucket_codes, bits, k, mode)
 
 
@@ -344,6 +429,11 @@ def _mih_search_fake(q, codes, rows, offsets, slots, bucket_codes, bits, k, mode
     _check_codes(q, "q")
     _check_codes(codes, "codes")
     torch._check(q.shape[1] == codes.shape[1], lambda: "mih_search: q and codes must have the same byte width")
+    torch._check(q.device == codes.device,
+                 lambda: f"mih_search: q and codes must be on the same device, got {q.device} and {codes.device}")
+    for t in (rows, offsets, slots, bucket_codes):
+        torch._check(t.device == codes.device, lambda: f"mih_search: the tables must be on the device of the codes "
+                                                       f"({codes.device}), got {t.device}")
     torch._check(mode in ("auto", "probe"), lambda: f'mih_search: mode must be "auto" or "probe", got "{mode}"')
     torch._check(k >= 1, lambda: f"mih_search: k must be >= 1, got {k}")
     torch._check(rows.dtype == torch.int32 and rows.dim() == 2, lambda: "mih_search: rows must be int32[m, N]")

@@ -9,13 +9,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "topk_map", "normalized_laplacian", "eigh",
-           "spectral_filter", "chebyshev_basis", "spline_basis", "mih_build", "mih_search"]
+__all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "hamming_range", "topk_map",
+           "normalized_laplacian", "eigh", "spectral_filter", "chebyshev_basis", "spline_basis", "mih_build",
+           "mih_search", "literature_topk_map"]
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
 
 
 def pack_bits(x: Tensor) -> Tensor:
+    if x.dtype in (torch.uint16, torch.uint32, torch.uint64) or (x.dtype.is_floating_point and x.element_size() == 1):
+        x = x.double()  # torch has no comparisons for these dtypes; float64 keeps every value's sign
     bits = x.shape[-1]
     nbytes = (bits + 7) // 8
     b = (x > 0).to(torch.int32)
@@ -48,6 +51,21 @@ def hamming_topk(q: Tensor, db: Tensor, k: int) -> tuple[Tensor, Tensor]:
     # A stable sort orders equal distances by row index.
     dist, rows = torch.sort(d, dim=1, stable=True)
     return dist[:, :kk].contiguous(), rows[:, :kk].contiguous()
+
+
+def hamming_range(q: Tensor, db: Tensor, radius: int) -> tuple[Tensor, Tensor, Tensor]:
+    if radius < 0:
+        raise ValueError(f"hamming_range: radius must be >= 0, got {radius}")
+    Q = q.shape[0]
+    d = hamming_distance(q, db)
+    # No distance exceeds 8 bytes-per-code; beyond int32, a comparison with the tensor would wrap.
+    qi, rows = torch.nonzero(d <= min(radius, 8 * q.shape[1]), as_tuple=True)  # row-major: by query, then row
+    dist = d[qi, rows]
+    # A stable sort by (query, distance) keeps rows ascending within a distance.
+    order = torch.sort(qi * (8 * q.shape[1] + 1) + dist, stable=True).indices
+    lims = torch.zeros(Q + 1, dtype=torch.int64, device=q.device)
+    lims[1:] = torch.bincount(qi, minlength=Q).cumsum(0)
+    return lims, dist[order].to(torch.int32), rows[order]
 
 
 def relevance(q_labels: Tensor, db_labels: Tensor) -> Tensor:
@@ -149,11 +167,13 @@ def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str = "chebyshev
     if basis not in ("chebyshev", "spline", "fourier"):
         raise ValueError(f'basis must be "chebyshev", "spline" or "fourier", got "{basis}"')
     K = theta.shape[-1]
+    if basis == "chebyshev" and K < 1:
+        raise ValueError(f"chebyshev needs K >= 1, got K={K}")
+    if basis == "fourier" and not 1 <= K <= L.shape[-1]:
+        raise ValueError(f"fourier needs 1 <= K <= n, got K={K}, n={L.shape[-1]}")
     lam, U = torch.linalg.eigh((L + L.mT) / 2)
     th = theta if theta.dim() == 2 else theta.expand(L.shape[0], K)
     if basis == "fourier":
-        if K > L.shape[-1]:
-            raise ValueError(f"fourier needs K <= n, got K={K}, n={L.shape[-1]}")
         UK = U[..., :K]
         return UK @ (th[..., None] * (UK.mT @ x))
     if basis == "spline" and K < 4:
@@ -209,3 +229,35 @@ def mih_search(q: Tensor, codes: Tensor, rows: Tensor, offsets: Tensor, slots: T
     if mode not in ("auto", "probe"):
         raise ValueError(f'mih_search: mode must be "auto" or "probe", got "{mode}"')
     return hamming_topk(q, codes, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation loop of the deep-hashing literature, against which topk_map is checked (tests) and
+# timed (benchmarks/bench_retrieval.py).
+
+
+def literature_topk_map(q_codes, db_codes, q_labels, db_labels, topk: int) -> float:
+    """mAP@topk by the numpy loop that deep-hashing repositories copy (DeepHash-pytorch's CalcTopMap).
+
+    numpy arrays: codes in {-1, +1} ``[rows, bits]``, labels one-hot / multi-hot ``[rows, C]``.
+    Differences from the original, both needed for the result to be well defined: argsort is stable
+    (ties ordered by database row, as topk_map's ``ties="index"``; the original's quicksort leaves them
+    arbitrary), and a query with no relevant row in its top-k counts as 0 while the mean still runs
+    over all queries (as the original does).
+    """
+    import numpy as np
+
+    bits = q_codes.shape[1]
+    total = 0.0
+    for i in range(q_codes.shape[0]):
+        gnd = (q_labels[i] @ db_labels.T > 0).astype(np.float32)
+        hamm = 0.5 * (bits - q_codes[i] @ db_codes.T)
+        ind = np.argsort(hamm, kind="stable")
+        tgnd = gnd[ind][:topk]
+        tsum = int(tgnd.sum())
+        if tsum == 0:
+            continue
+        count = np.linspace(1, tsum, tsum)
+        tindex = np.asarray(np.where(tgnd == 1)) + 1.0
+        total += np.mean(count / tindex)
+    return total / q_codes.shape[0]

@@ -8,17 +8,46 @@ import torch
 torch.set_num_threads(1)
 
 
+# Markers of tests that run only when asked for with -m.
+OPT_IN = {
+    "slow": "runs on real Fashion-MNIST or wide codes (minutes, GBs); run with -m slow",
+    "fuzz_long": "the long profile of tests/test_fuzz.py (minutes); run with -m fuzz_long",
+}
+# Markers of tests that run by default.
+MARKERS = {
+    "browser": "renders HTML in headless Chromium (skipped without chromium unless DEEPHASH_REQUIRE_BROWSER=1)",
+}
+
+
+def _cuda_ready():
+    import deephash_ext
+
+    return torch.cuda.is_available() and deephash_ext.cuda_compiled()
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """The device an op test runs on: every op test runs on the CPU and, with a GPU and a build with the
+    CUDA kernels, on CUDA (skipped otherwise). Inputs are made on the CPU and moved."""
+    if request.param == "cuda" and not _cuda_ready():
+        pytest.skip("needs a GPU and a build with CUDA kernels")
+    return request.param
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs on real Fashion-MNIST (minutes); run with -m slow")
+    for name, text in {**OPT_IN, **MARKERS}.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
 
 
 def pytest_collection_modifyitems(config, items):
-    if "slow" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: run with -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    selected = config.getoption("-m") or ""
+    for name in OPT_IN:
+        if name in selected:
+            continue
+        skip = pytest.mark.skip(reason=f"{name}: run with -m {name}")
+        for item in items:
+            if name in item.keywords:
+                item.add_marker(skip)
 
 
 def make_blobs(n_per_class=40, classes=4, dim=16, seed=0, spread=0.35):

@@ -48,12 +48,48 @@ def test_cli_end_to_end(tmp_path, split_npz, capsys):
     assert np.array_equal(np.load(tmp_path / "x.codes.npz")["codes"], np.load(q)["codes"])
 
 
-def test_cli_resume_and_seed_compatible(tmp_path, split_npz):
-    run = _train(tmp_path, split_npz, "--filter", "gcn", "--seed-compatible")
+def test_cli_resume_and_paper_recipe(tmp_path, split_npz, capsys):
+    run = _train(tmp_path, split_npz, "--filter", "gcn", "--paper-recipe")
     first = json.loads((run / "metrics.json").read_text())["mAP@all"]
+    assert "HAGCN gcn (paper recipe) 16b" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["model"]["method"] == "hagcn-paper"
     # Resuming a finished run re-evaluates the same model.
-    run = _train(tmp_path, split_npz, "--filter", "gcn", "--seed-compatible", "--resume")
+    run = _train(tmp_path, split_npz, "--filter", "gcn", "--paper-recipe", "--resume")
     assert json.loads((run / "metrics.json").read_text())["mAP@all"] == first
+    # --method hagcn-paper is the same run.
+    same = main(["train", "--method", "hagcn-paper", "--data", str(split_npz), "--bits", "16", "--epochs", "2",
+                 "--batch-size", "32", "--filter", "gcn", "--out", str(tmp_path / "same"), "--no-progress"])
+    assert same == 0 and json.loads((tmp_path / "same" / "metrics.json").read_text())["mAP@all"] == first
+
+
+def test_cli_seed_compatible_is_a_deprecated_alias(tmp_path, split_npz, capsys):
+    paper = _train(tmp_path / "a", split_npz, "--filter", "spline", "--paper-recipe")
+    with pytest.warns(FutureWarning, match="--seed-compatible is deprecated.*--paper-recipe"):
+        old = _train(tmp_path / "b", split_npz, "--filter", "spline", "--seed-compatible")
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in (paper, old))
+    assert a["loss_history"] == b["loss_history"] and a["mAP@all"] == b["mAP@all"]
+
+
+def test_cli_refuses_options_a_method_does_not_take(tmp_path, split_npz, capsys):
+    assert main(["train", "--paper-recipe", "--data", str(split_npz), "--bits", "16", "--anchors", "8",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "hagcn-paper has no option --anchors" in capsys.readouterr().err
+    assert main(["train", "--method", "itq", "--filter", "gcn", "--data", str(split_npz), "--bits", "16",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "itq has no option --filter" in capsys.readouterr().err
+    assert main(["train", "--method", "itq", "--paper-recipe", "--data", str(split_npz), "--bits", "16",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "--paper-recipe" in capsys.readouterr().err
+
+
+def test_cli_encode_refuses_bad_embeddings(tmp_path, split_npz, capsys):
+    run = _train(tmp_path, split_npz, "--filter", "gcn", "--anchors", "16")
+    np.save(tmp_path / "wide.npy", np.zeros((3, 17), np.float32))
+    assert main(["encode", "--model", str(run), "--input", str(tmp_path / "wide.npy"), "--out", str(tmp_path / "c.npz")]) == 2
+    assert "wide.npy" in (err := capsys.readouterr().err) and "17 dimensions" in err and "16" in err
+    np.save(tmp_path / "nan.npy", np.full((3, 16), np.nan, np.float32))
+    assert main(["encode", "--model", str(run), "--input", str(tmp_path / "nan.npy"), "--out", str(tmp_path / "c.npz")]) == 2
+    assert "nan.npy" in (err := capsys.readouterr().err) and "non-finite" in err
 
 
 def test_cli_demo(tmp_path, split_npz, capsys):

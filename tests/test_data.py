@@ -133,3 +133,26 @@ def test_fashion_mnist_checksum(monkeypatch, tmp_path):
         f.write(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + b"abc")
     with pytest.raises(DataError, match="checksum"):
         data._read_idx(bad)
+
+
+def test_load_embeddings_npy_and_npz(tmp_path):
+    from deephash.data import load_embeddings
+
+    x = np.arange(12, dtype=np.float64).reshape(4, 3)
+    np.save(tmp_path / "x.npy", x)
+    got, y = load_embeddings(tmp_path / "x.npy")
+    assert got.dtype == np.float32 and np.array_equal(got, x) and y is None
+    np.savez(tmp_path / "xy.npz", x=x, y=np.arange(4))
+    got, y = load_embeddings(tmp_path / "xy.npz")
+    assert np.array_equal(got, x) and y.tolist() == [0, 1, 2, 3]
+    for name, arr, pattern in (("flat.npy", np.zeros(5), "2-D"), ("inf.npy", np.full((2, 2), np.inf), "non-finite"),
+                               ("text.npy", np.array([["a", "b"]]), "real numbers")):
+        np.save(tmp_path / name, arr)
+        with pytest.raises(DataError, match=f"{name}.*{pattern}"):
+            load_embeddings(tmp_path / name)
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(DataError, match="junk.npy: cannot read embeddings"):
+        load_embeddings(tmp_path / "junk.npy")
+    np.savez(tmp_path / "nox.npz", y=np.arange(4))
+    with pytest.raises(DataError, match="nox.npz: cannot read embeddings"):
+        load_embeddings(tmp_path / "nox.npz")

@@ -1,8 +1,9 @@
 """The hashing methods of deephash.methods: fit/encode on tiny data, balance, save/load, labels,
-hybridhash's image check, SH's modes, SHC's center distances, the comparison command and the CLI."""
+hybridhash's image check, SH's modes, SHC's center distances, resume, the comparison command and the CLI."""
 import json
-import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,18 +16,20 @@ from deephash.methods import METHODS, HashMethod, get_method
 from deephash.methods.bihalf import bihalf
 from deephash.methods.csq import hadamard, hadamard_centers
 from deephash.methods.shc import pairwise_hamming, repair_centers
+from deephash.run import Checkpoint, train_and_evaluate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import bench_methods  # noqa: E402
-
+REPO = Path(__file__).resolve().parent.parent
 EMBEDDING_METHODS = [m for m in METHODS if m != "hybridhash"]
 DEEP_FAST = {"epochs": 8, "hidden": 64, "batch_size": 40}
+HAGCN_FAST = {"epochs": 8, "hidden": 64, "batch_size": 40}
 
 
 def _make(name, bits, **kw):
     opts = dict(DEEP_FAST) if name in ("dsh", "hashnet", "bihalf", "csq", "shc") else {}
     if name == "shc":
         opts["center_steps"] = 100
+    if name in ("hagcn", "hagcn-paper"):
+        opts = dict(HAGCN_FAST, **({"anchors": 16} if name == "hagcn" else {"order": 6}))
     opts.update(kw)
     return get_method(name, bits, **opts)
 
@@ -205,24 +208,28 @@ def test_hybridhash_on_images_and_refuses_embeddings(tmp_path):
         get_method("hybridhash", 16, image_shape=(1, 10, 10)).fit(x, y)
 
 
-def test_comparison_command_end_to_end(tmp_path, split_npz, capsys):
+def test_comparison_command_end_to_end(tmp_path, split_npz):
     out, plot, js = tmp_path / "table.md", tmp_path / "pr.png", tmp_path / "rows.json"
-    rows = bench_methods.main(["--data", str(split_npz), "--bits", "8", "16", "--epochs", "2",
-                               "--output", str(out), "--plot", str(plot), "--json", str(js)])
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_methods.py"), "--data", str(split_npz),
+                        "--bits", "8", "16", "--epochs", "2", "--output", str(out), "--plot", str(plot),
+                        "--json", str(js)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(js.read_text())
+    rows = result["rows"]
     assert len(rows) == 2 * len(METHODS)
     by = {(r["method"], r["bits"]): r for r in rows}
     assert "not a known image size" in by[("hybridhash", 16)]["error"]
     for name in EMBEDDING_METHODS:
-        r = by[(name, 16)]
+        r16 = by[(name, 16)]
         for k in ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@r2"):
-            assert 0.0 <= r[k] <= 1.0
-        assert r["train_s"] >= 0
+            assert 0.0 <= r16[k] <= 1.0
+        assert r16["train_s"] >= 0
     text = out.read_text()
     assert "| itq | 16 |" in text and "torch" in text and "command" in text
     assert plot.stat().st_size > 1000
-    curves = json.loads(js.read_text())["pr_curves"]
+    curves = result["pr_curves"]
     assert set(curves) == set(EMBEDDING_METHODS) and len(curves["itq"]["precision"]) == 17
-    assert "| csq | 8 |" in capsys.readouterr().out
+    assert "| csq | 8 |" in r.stdout
 
 
 @pytest.mark.parametrize("name", ["itq", "csq"])
@@ -251,14 +258,51 @@ def test_cli_method_options_are_checked(tmp_path, split_npz, capsys):
 
 def test_only_training_labels_reach_the_method(tmp_path, split_npz):
     from deephash.data import load_data
-    from deephash.methods import runner
 
     split = load_data(split_npz)
-    _, first, _ = runner.train_and_evaluate(split, "csq", 16, tmp_path / "a", options={"epochs": 2})
+    first, _ = train_and_evaluate(split, get_method("csq", 16, epochs=2), tmp_path / "a")
     rng = np.random.default_rng(0)
     split.y_db = rng.permutation(split.y_db)  # scrambled evaluation labels: same model, other metrics
     split.y_query = rng.permutation(split.y_query)
-    runner.train_and_evaluate(split, "csq", 16, tmp_path / "b", options={"epochs": 2})
+    train_and_evaluate(split, get_method("csq", 16, epochs=2), tmp_path / "b")
     a, b = HashMethod.load(tmp_path / "a" / "model.pt"), HashMethod.load(tmp_path / "b" / "model.pt")
     assert torch.equal(a.encode(split.x_db), b.encode(split.x_db))
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["mAP@all"] < first["mAP@all"]
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after_first_epoch(epoch):
+    if epoch == 1:
+        raise Killed
+
+
+@pytest.mark.parametrize("name", ["dsh", "shc"])
+def test_deep_methods_resume_after_interruption(name, data, tmp_path):
+    """Dropout, the batch order and Adam's state survive a kill: the resumed run ends as a whole one."""
+    x, y = data
+    whole = _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "a.pt"))
+    with pytest.raises(Killed):
+        _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt",
+                                                                         on_epoch=_kill_after_first_epoch))
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1
+    resumed = _make(name, 16, epochs=3, seed=4).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt", resume=True))
+    assert resumed.history == whole.history
+    assert torch.equal(resumed.outputs(x), whole.outputs(x))
+    with pytest.raises(ValueError, match="another configuration"):
+        _make(name, 16, epochs=3, seed=5).fit(x, y, checkpoint=Checkpoint(tmp_path / "b.pt", resume=True))
+
+
+def test_run_directory_of_a_deep_method_resumes(tmp_path, split_npz):
+    from deephash.data import load_data
+
+    split = load_data(split_npz)
+    whole, _ = train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "whole")
+    with pytest.raises(Killed):
+        train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", on_epoch=_kill_after_first_epoch)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and not (tmp_path / "run" / "metrics.json").exists()
+    resumed, _ = train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", resume=True)
+    assert resumed["loss_history"] == whole["loss_history"] and len(whole["loss_history"]) == 3
+    assert resumed["mAP@all"] == whole["mAP@all"]

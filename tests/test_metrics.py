@@ -5,7 +5,7 @@ from deephash import metrics
 
 
 def _brute(q, db, ql, dl, k):
-    """AP@k and P@k with the SPEC.md definitions, in plain numpy."""
+    """AP@k and P@k as docs/metrics.md defines them, in plain numpy."""
     ham = (q[:, None, :] != db[None, :, :]).sum(-1)
     aps, precs = [], []
     for i in range(len(q)):

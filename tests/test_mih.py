@@ -1,4 +1,5 @@
 """Multi-index hashing: mih_build / mih_search against hamming_topk and the references, and Index(kind="mih")."""
+import hashlib
 import struct
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 
 import deephash_ext as de
 from deephash_ext import reference as ref
+from deephash import index_file
 from deephash.index import Index, IndexError_
 from deephash.mih import MultiIndex, default_m, m_range
 
@@ -65,7 +67,7 @@ def test_equals_hamming_topk(bits, mode, gen):
         assert_topk_equal(search(q, db, tables, bits, k, mode), de.hamming_topk(q, db, k))
 
 
-@pytest.mark.parametrize("bits", [8, 13, 64, 100])
+@pytest.mark.parametrize("bits", [8, 13, 64, 100, 128, 256])
 def test_every_k_on_a_small_index(bits, gen):
     db = clustered(37, bits, gen, flip=0.2)
     q = queries(db, bits, gen, near=4, far=2)
@@ -81,7 +83,7 @@ def test_every_k_on_a_small_index(bits, gen):
     assert_topk_equal(de.mih_search(q, db, *tables, bits, 9), ref.hamming_topk(q, db, 9))
 
 
-@pytest.mark.parametrize("bits,distinct", [(16, 1), (64, 3), (64, 20), (100, 7)])
+@pytest.mark.parametrize("bits,distinct", [(8, 2), (16, 1), (64, 3), (64, 20), (100, 7), (256, 1), (256, 5)])
 def test_ties_among_duplicate_codes(bits, distinct, gen):
     db = clustered(500, bits, gen, distinct=distinct)
     q = torch.cat([db[:4], queries(db, bits, gen, near=3, far=2)])
@@ -122,6 +124,28 @@ def test_structured_and_uniform_at_scale(bits, gen):
             assert_topk_equal(search(q, db, tables, bits, k, mode), want)
 
 
+def test_random_shapes_equal_hamming_topk():
+    # Random widths (8..256 bits, odd ones included), sizes (0..60 rows, so k runs past N), m, k and
+    # duplicate-heavy or spread code sets: every answer equals the scan's.
+    g = torch.Generator().manual_seed(99)
+    for case in range(150):
+        bits = int(torch.randint(8, 257, (1,), generator=g))
+        n = int(torch.randint(0, 61, (1,), generator=g))
+        lo, hi = m_range(bits)
+        m = int(torch.randint(max(lo, -(-bits // 12)), min(hi, 40) + 1, (1,), generator=g))
+        if case % 3 == 0 and n:
+            db = clustered(n, bits, g, distinct=int(torch.randint(1, 4, (1,), generator=g)))
+        else:
+            db = clustered(n, bits, g, flip=0.1) if case % 3 == 1 else uniform(n, bits, g)
+        q = queries(db, bits, g, near=3, far=2)
+        tables = de.mih_build(db, bits, m)
+        for k in {1, 1 + int(torch.randint(0, max(n, 1), (1,), generator=g)), max(n, 1), n + 3}:
+            want = de.hamming_topk(q, db, k)
+            for mode in ("probe", "auto"):
+                got = search(q, db, tables, bits, k, mode)
+                assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (case, bits, n, m, k, mode)
+
+
 def test_uniform_codes_in_auto_mode_fall_back_to_the_scan(gen):
     # Long substrings (m at its minimum) over uniform codes: probing would enumerate millions of
     # values per query; "auto" must stop early and scan, giving the same answer quickly.
@@ -145,7 +169,7 @@ def test_threads_give_the_same_answer(gen):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("bits", [8, 64, 100])
+@pytest.mark.parametrize("bits", [8, 64, 100, 256])
 def test_empty_and_tiny(bits, gen):
     m = -(-bits // 8)  # substrings of <= 8 bits: "probe" may enumerate every value of one
     empty = torch.zeros(0, (bits + 7) // 8, dtype=torch.uint8)
@@ -301,14 +325,35 @@ def test_tables_of_other_codes_are_refused(gen):
         search(q, db, bad, 64, 3, "probe")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_cuda_tensors_are_refused_with_the_device_named(gen):
-    db = clustered(30, 64, gen)
+def test_cpu_only_no_cuda_kernel_is_registered():
+    # CUDA tensors reach the dispatcher's own refusal (docs/ops.md), not a kernel.
+    for op in ("mih_build", "mih_search"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"deephash_ext::{op}", "CPU")
+        assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"deephash_ext::{op}", "CUDA")
+
+
+def test_on_each_device(device, gen):
+    db = clustered(300, 64, gen)
+    q = queries(db, 64, gen)
     t = de.mih_build(db, 64, 4)
-    with pytest.raises(RuntimeError, match="CPU.*cuda"):
-        de.mih_build(db.cuda(), 64, 4)
-    with pytest.raises(RuntimeError, match="CPU.*cuda"):
-        de.mih_search(db.cuda(), db, *t, 64, 3)
+    if device == "cpu":
+        assert_topk_equal(search(q, db, t, 64, 7, "auto"), de.hamming_topk(q, db, 7))
+        return
+    with pytest.raises(NotImplementedError, match="Could not run 'deephash_ext::mih_build' with arguments from the "
+                                                  "'CUDA' backend"):
+        de.mih_build(db.to(device), 64, 4)
+    with pytest.raises(NotImplementedError, match="'deephash_ext::mih_search' with arguments from the 'CUDA' backend"):
+        de.mih_search(q.to(device), db.to(device), *[x.to(device) for x in t], 64, 3)
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_mixed_devices_are_refused(i, gen):
+    # A meta tensor among CPU ones sends the call to the fake kernel, which must refuse it.
+    db = clustered(30, 64, gen)
+    args = [db[:3], db, *de.mih_build(db, 64, 4)]
+    args[i] = args[i].to("meta")
+    with pytest.raises(RuntimeError, match="(?s)(cpu.*meta|meta.*cpu)"):
+        de.mih_search(*args, 64, 3)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -335,6 +380,21 @@ def test_index_mih_equals_flat_with_ids(gen):
     assert all(torch.equal(a, b) for a, b in zip(mih.search(pm, 5), flat.search(q, 5)))
 
 
+def test_index_mih_empty_and_tiny(gen):
+    idx = Index(256, kind="mih")
+    with pytest.raises(IndexError_, match="empty"):
+        idx.search(uniform(1, 256, gen))
+    one = uniform(1, 256, gen)
+    idx.add(one, ids=[42])
+    d, i = idx.search(torch.cat([one, uniform(2, 256, gen)]), 5)
+    assert d.shape == (3, 1) and d[0, 0] == 0 and i.flatten().tolist() == [42, 42, 42]
+    d, i = idx.search(one[:0], 5)
+    assert d.shape == (0, 1)
+    idx.remove([42])
+    with pytest.raises(IndexError_, match="empty"):
+        idx.search(one)
+
+
 def test_index_kind_and_m_errors():
     with pytest.raises(ValueError, match='kind must be "flat" or "mih"'):
         Index(64, kind="hnsw")
@@ -350,62 +410,92 @@ def test_index_kind_and_m_errors():
 
 
 def test_index_mih_round_trip(tmp_path, gen):
+    # kind and m live in the version-2 file's meta; the tables are rebuilt after a load.
     db = clustered(500, 100, gen)
     q = queries(db, 100, gen)
     for m in (None, 9):
         idx = Index(100, kind="mih", m=m).add(db, ids=np.arange(500) + 10)
         p = tmp_path / f"m{m}.idx"
         idx.save(p)
-        raw = p.read_bytes()
-        assert struct.unpack_from("<H", raw, 6)[0] == 2 and raw[20] == 1
+        f = index_file.open_file(p)[1]
+        assert f.state.meta == ({"kind": "mih"} if m is None else {"kind": "mih", "m": m})
         back = Index.load(p)
         assert back.kind == "mih" and back.m == m and back.bits == 100
+        assert "mih" in repr(back)
         assert torch.equal(back.codes, idx.codes) and torch.equal(back.ids, idx.ids)
         assert all(torch.equal(a, b) for a, b in zip(back.search(q, 17), idx.search(q, 17)))
         assert back.multi_index().m == (m or default_m(500, 100))
+    flat = tmp_path / "flat.idx"
+    Index(100).add(db).save(flat)
+    assert index_file.open_file(flat)[1].state.meta == {} and Index.load(flat).kind == "flat"
 
 
-def test_version_1_files_still_load_and_flat_still_writes_them(tmp_path, gen):
+def test_index_mih_removals_appends_and_compact_equal_flat(tmp_path, gen):
+    db = torch.cat([clustered(1500, 64, gen, centres=8), uniform(300, 64, gen)])
+    q = queries(db, 64, gen, near=15, far=5)
+    ids = np.arange(1800) * 2 + 1
+    flat, mih = Index(64), Index(64, kind="mih", m=5)
+    p = tmp_path / "mih.idx"
+    for idx in (flat, mih):
+        idx.add(db[:1000], ids=ids[:1000])
+    mih.save(p)
+    mih = Index.load(p)
+
+    def same(k):
+        return all(torch.equal(a, b) for a, b in zip(mih.search(q, k), flat.search(q, k)))
+
+    assert same(10)
+    for idx in (flat, mih):
+        idx.add(db[1000:], ids=ids[1000:])
+        assert idx.remove(ids[::7]) == len(ids[::7])
+    assert all(same(k) for k in (1, 9, 100, 1800))
+    mih.save(p)  # appended in place: one more extent, tombstones, the same meta
+    f = index_file.open_file(p)[1]
+    assert len(f.state.extents) == 2 and len(f.state.dead) and f.state.meta == {"kind": "mih", "m": 5}
+    back = Index.load(p)
+    assert back.kind == "mih" and back.m == 5 and all(
+        torch.equal(a, b) for a, b in zip(back.search(q, 33), flat.search(q, 33)))
+    back.compact()
+    assert back.kind == "mih" and all(torch.equal(a, b) for a, b in zip(back.search(q, 33), flat.search(q, 33)))
+    back.save(tmp_path / "compact.idx")
+    assert Index.load(tmp_path / "compact.idx").m == 5
+
+
+def test_index_mih_tables_survive_a_save(tmp_path, gen):
+    idx = Index(64, kind="mih").add(clustered(400, 64, gen))
+    built = idx.multi_index()
+    idx.save(tmp_path / "a.idx")  # the rows are now served from the file, unchanged
+    assert idx.multi_index() is built
+    idx.add(clustered(5, 64, gen))
+    assert idx.multi_index() is not built
+    with pytest.raises(ValueError, match='kind="mih" only'):
+        Index(64).multi_index()
+
+
+def test_version_1_files_load_as_flat(tmp_path, gen):
     db = clustered(40, 24, gen)
     ids = np.arange(40) * 5
     body = struct.pack("<6sHIQ", b"DHIDX\0", 1, 24, 40) + ids.astype("<i8").tobytes() + db.numpy().tobytes()
-    import hashlib
-
     p = tmp_path / "v1.idx"
     p.write_bytes(body + hashlib.sha256(body).digest())
     back = Index.load(p)
     assert back.kind == "flat" and torch.equal(back.codes, db) and back.ids.tolist() == ids.tolist()
-    back.save(tmp_path / "again.idx")
-    assert (tmp_path / "again.idx").read_bytes() == p.read_bytes()
 
 
-def test_corrupted_mih_files_are_refused(tmp_path, gen):
-    p = tmp_path / "a.idx"
-    Index(32, kind="mih", m=3).add(clustered(30, 32, gen)).save(p)
-    raw = p.read_bytes()
-    (tmp_path / "short.idx").write_bytes(raw[:26])
-    with pytest.raises(IndexError_, match="short.idx.*truncated"):
-        Index.load(tmp_path / "short.idx")
-    (tmp_path / "cut.idx").write_bytes(raw[:-9])
-    with pytest.raises(IndexError_, match="cut.idx.*truncated"):
-        Index.load(tmp_path / "cut.idx")
-    flipped = bytearray(raw)
-    flipped[60] ^= 1
-    (tmp_path / "flip.idx").write_bytes(bytes(flipped))
-    with pytest.raises(IndexError_, match="checksum"):
-        Index.load(tmp_path / "flip.idx")
+def test_bad_meta_is_refused_with_the_file_named(tmp_path, gen):
+    db = clustered(30, 32, gen)
 
-    def rewrite(name, offset, fmt, value):
-        body = bytearray(raw[:-32])
-        struct.pack_into(fmt, body, offset, value)
-        import hashlib
+    def write(name, meta):
+        p = tmp_path / name
+        index_file.write_file(p, 32, 1024, lambda: iter([(db.numpy(), np.arange(30))]), 30, meta)
+        return p
 
-        (tmp_path / name).write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
-        return tmp_path / name
-
-    with pytest.raises(IndexError_, match="unknown index kind 7"):
-        Index.load(rewrite("kind.idx", 20, "<B", 7))
-    with pytest.raises(IndexError_, match="m.idx: corrupted index file.*must be an integer"):
-        Index.load(rewrite("m.idx", 24, "<I", 40))
-    with pytest.raises(IndexError_, match="version 3"):
-        Index.load(rewrite("v3.idx", 6, "<H", 3))
+    with pytest.raises(IndexError_, match="kind.idx: index kind 'hnsw' in the file's meta"):
+        Index.load(write("kind.idx", {"kind": "hnsw"}))
+    with pytest.raises(IndexError_, match=r"m.idx: corrupted index file meta .*must be an integer in \[1, 32\]"):
+        Index.load(write("m.idx", {"kind": "mih", "m": 40}))
+    with pytest.raises(IndexError_, match="m2.idx: corrupted index file meta .*applies to kind=\"mih\" only"):
+        Index.load(write("m2.idx", {"m": 3}))
+    with pytest.raises(IndexError_, match="m3.idx: corrupted index file meta .*got 2.5"):
+        Index.load(write("m3.idx", {"kind": "mih", "m": 2.5}))
+    assert Index.load(write("ok.idx", {"kind": "mih", "m": 3, "note": "kept"})).m == 3

@@ -6,6 +6,7 @@ import torch
 
 import deephash_ext as de
 from deephash_ext import reference as ref
+from op_inputs import random_codes
 
 
 @pytest.fixture
@@ -16,10 +17,6 @@ def threads():
     torch.set_num_threads(before)
 
 
-def codes(n, bits, gen):
-    return de.pack_bits(torch.randint(0, 2, (n, bits), generator=gen))
-
-
 def test_built_with_openmp():
     assert de.openmp_compiled()
 
@@ -28,7 +25,7 @@ def test_built_with_openmp():
 def test_retrieval_ops_on_threads(threads, bits):
     gen = torch.Generator().manual_seed(bits)
     for Q, N in ((3, 50_000), (70, 9_000)):  # few queries: the database is split; many: the queries are
-        q, db = codes(Q, bits, gen), codes(N, bits, gen)
+        q, db = random_codes(Q, bits, gen), random_codes(N, bits, gen)
         torch.testing.assert_close(de.hamming_distance(q, db), ref.hamming_distance(q, db))
         for k in (1, 100, 5_000):
             d, i = de.hamming_topk(q, db, k)

@@ -17,6 +17,7 @@ namespace deephash {
 template <int Words>
 struct RowCode {
   uint64_t w[Words];
+  __device__ __forceinline__ RowCode() {}  // for arrays of rows filled in a loop
   __device__ __forceinline__ RowCode(const uint8_t* p, int64_t /*bytes*/) {
     const auto* q = reinterpret_cast<const uint64_t*>(p);
 #pragma unroll
@@ -36,6 +37,7 @@ template <>
 struct RowCode<0> {
   const uint8_t* p;
   int64_t bytes;
+  __device__ __forceinline__ RowCode() : p(nullptr), bytes(0) {}
   __device__ __forceinline__ RowCode(const uint8_t* p_, int64_t bytes_) : p(p_), bytes(bytes_) {}
   __device__ __forceinline__ int distance(const uint8_t* query) const {
     int d = 0;

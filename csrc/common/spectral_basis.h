@@ -134,7 +134,7 @@ DEEPHASH_HD inline void spline_accumulate(int64_t K, T lam, T w, T* out /* [K] *
 }
 
 // g and g' of the polynomial bases (Chebyshev, spline). Fourier has no g(λ): its filter is
-// indexed by eigenvalue rank, see spectral_filter.cpp.
+// indexed by eigenvalue rank, see csrc/spectral_filter.cpp.
 template <class T>
 DEEPHASH_HD inline void basis_g(SpectralBasis basis, const T* theta, int64_t K, T lam, T& g, T& dg) {
   if (basis == SpectralBasis::kChebyshev)
@@ -155,7 +155,7 @@ DEEPHASH_HD inline void basis_accumulate(SpectralBasis basis, int64_t K, T lam, 
 // midpoint where the eigenvalues are equal to within tol · max(1, |λ_i|, |λ_j|). There the divided
 // difference would lose all its digits to cancellation, while g' at the midpoint differs from the
 // true divided difference by O(g''' Δ²). Fourier, whose g is indexed by eigenvalue rank,
-// drops tied pairs instead (see its gap condition in csrc/cpu/spectral_filter.cpp).
+// drops tied pairs instead (see its gap condition in csrc/spectral_filter.cpp).
 template <class T>
 DEEPHASH_HD inline bool near_tie(T li, T lj, T tol) {
   T a = li < T(0) ? -li : li, b = lj < T(0) ? -lj : lj;

@@ -42,7 +42,8 @@ void symmetrize_one(const T* l, T* s, int64_t n, int64_t b, const char* op) {
       TORCH_CHECK(std::isfinite(a), op, ": L must be finite, but graph ", b, " has L[", i, ", ", j, "] = ", a);
       asym = std::max(asym, std::abs(a - static_cast<double>(l[j * n + i])));
       scale = std::max(scale, std::abs(a));
-      s[i * n + j] = (l[i * n + j] + l[j * n + i]) * T(0.5);
+      // Halves first: (a + b) / 2 overflows for entries above half the largest finite value.
+      s[i * n + j] = l[i * n + j] * T(0.5) + l[j * n + i] * T(0.5);
     }
   }
   TORCH_CHECK(asym <= kSymmetryTol * scale, op, ": L must be symmetric, but graph ", b, " has max |L - L^T| = ", asym,
@@ -231,6 +232,34 @@ void eigh_small(const T* A,  // [n, n] symmetric; may be Vt itself
   }
 }
 
+// Power-of-two exponent e that brings max |a| to about 1, when it lies outside [rmin, rmax]; else 0.
+// tred2 and tql2 square entries (h, norm2, the QL shifts), so a matrix whose norm is near the
+// overflow or underflow threshold loses everything (NaN above ~1e19 in float32, ~1e154 in
+// float64, wrong digits below the mirror thresholds). LAPACK's syev* scale the same way and for
+// the same range: rmin = sqrt(smallest normal / eps), rmax = 1 / rmin. A power of two scales
+// every entry exactly (save for entries pushed into the subnormals), and the eigenvectors do not
+// change; the eigenvalues are scaled back by 2^e.
+template <class T>
+int scale_exponent(const T* a, int64_t n) {
+  T anrm = T(0);
+  for (int64_t i = 0; i < n * n; ++i) anrm = std::max(anrm, std::abs(a[i]));
+  const T rmin = std::sqrt(std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon());
+  const T rmax = T(1) / rmin;
+  if (anrm == T(0) || (anrm >= rmin && anrm <= rmax)) return 0;
+  return std::ilogb(anrm);
+}
+
+template <class T>
+void eigh_small_scaled(T* a,  // [n, n] symmetric, in place: out the column-major eigenvectors
+                       int64_t n, T* d, T* e) {
+  const int ex = scale_exponent(a, n);
+  if (ex != 0)
+    for (int64_t i = 0; i < n * n; ++i) a[i] = std::ldexp(a[i], -ex);
+  eigh_small<T>(a, n, d, e, a);
+  if (ex != 0)
+    for (int64_t i = 0; i < n; ++i) d[i] = std::ldexp(d[i], ex);
+}
+
 // Runs f(b0, b1) over slices [b0, b1) of the batch, `slice` matrices at a time, on the intra-op
 // threads: each thread pulls the next slice from a shared counter, so that a thread the OS delays
 // (the cores are often shared) holds back only the slice in hand, not a fixed half of the batch.
@@ -265,7 +294,7 @@ std::tuple<at::Tensor, at::Tensor> symmetric_eigh_cpu(const at::Tensor& L, const
           // The symmetric matrix reads the same in either order, so it goes straight into the
           // column-major output that the solver works in.
           symmetrize_one<scalar_t>(l + b * n * n, vt + b * n * n, n, b, op);
-          eigh_small<scalar_t>(vt + b * n * n, n, w + b * n, e.data(), vt + b * n * n);
+          eigh_small_scaled<scalar_t>(vt + b * n * n, n, w + b * n, e.data());
         }
       });
     });

@@ -41,6 +41,10 @@ void check_adjacency(const T* a,  // [n, n]
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       const double v = a[i * n + j];
+      // inf would pass the sign and symmetry tests (inf - inf is NaN, which compares false) and
+      // give a NaN L: refused on both backends.
+      TORCH_CHECK(std::isfinite(v), "normalized_laplacian: A must be finite, but graph ", b,
+                  " has a non-finite entry A[", i, ", ", j, "] = ", v);
       TORCH_CHECK(v >= 0.0, "normalized_laplacian: A must be non-negative, but graph ", b, " has A[", i, ", ", j,
                   "] = ", v);
       asym = std::max(asym, std::abs(v - static_cast<double>(a[j * n + i])));
@@ -77,10 +81,7 @@ at::Tensor normalized_laplacian_cpu(const at::Tensor& A) {
 }
 
 at::Tensor normalized_laplacian_backward_cpu(const at::Tensor& grad_L, const at::Tensor& A) {
-  check_square_batch(A, "normalized_laplacian_backward", "A");
-  TORCH_CHECK(grad_L.sizes() == A.sizes() && grad_L.scalar_type() == A.scalar_type(),
-              "normalized_laplacian_backward: grad_L must match A, got ", grad_L.sizes(), " ", grad_L.scalar_type(),
-              " and ", A.sizes(), " ", A.scalar_type());
+  check_normalized_laplacian_backward_inputs(grad_L, A);
   const at::Tensor Ac = A.contiguous(), Gc = grad_L.contiguous();
   at::Tensor gA = at::empty_like(Ac);
   const int64_t Bt = Ac.size(0), n = Ac.size(1);

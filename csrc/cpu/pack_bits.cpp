@@ -1,14 +1,25 @@
 // pack_bits on the CPU: x[..., b] (any real or bool dtype) -> uint8[..., ceil(b/8)], bit = x > 0.
-#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "common/checks.h"
 
 namespace deephash {
 namespace {
+
+// Half, bfloat16 and float8 compare through float; every other dtype in its own type.
+template <typename scalar_t>
+inline bool positive(scalar_t v) {
+  if constexpr (std::is_arithmetic_v<scalar_t>)
+    return v > scalar_t(0);
+  else
+    return static_cast<float>(v) > 0.f;
+}
 
 template <typename scalar_t>
 void pack_rows(const scalar_t* x,  // [rows, bits]
@@ -21,7 +32,7 @@ void pack_rows(const scalar_t* x,  // [rows, bits]
       for (int64_t byte = 0; byte < bytes; ++byte) {
         const int64_t lo = byte * 8, hi = std::min<int64_t>(lo + 8, bits);
         uint8_t v = 0;
-        for (int64_t j = lo; j < hi; ++j) v |= static_cast<uint8_t>(xr[j] > scalar_t(0)) << (j - lo);
+        for (int64_t j = lo; j < hi; ++j) v |= static_cast<uint8_t>(positive(xr[j])) << (j - lo);
         o[byte] = v;
       }
     }
@@ -38,9 +49,11 @@ at::Tensor pack_bits_cpu(const at::Tensor& x) {
   const int64_t rows = out.numel() == 0 ? 0 : out.numel() / bytes;
   if (rows == 0 || bytes == 0) return out;
   const at::Tensor xc = x.contiguous();
-  AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kHalf, at::kBFloat16, xc.scalar_type(), "pack_bits", [&] {
+  // The dtypes of pack_bits_dtype (common/checks.h).
+  AT_DISPATCH_V2(xc.scalar_type(), "pack_bits", AT_WRAP([&] {
     pack_rows<scalar_t>(xc.const_data_ptr<scalar_t>(), out.mutable_data_ptr<uint8_t>(), rows, bits, bytes);
-  });
+  }), AT_EXPAND(AT_ALL_TYPES), AT_EXPAND(AT_BAREBONES_UNSIGNED_TYPES), AT_EXPAND(AT_FLOAT8_TYPES), at::kBool,
+                 at::kHalf, at::kBFloat16);
   return out;
 }
 

@@ -7,7 +7,7 @@
 // relevant rows ahead of r are counted when the records are replayed in row order. A counting sort
 // without the sort, and one pass instead of two. Single-label queries go through the pass grouped
 // by class, so that a row's relevance is one compare for the block and its records advance together.
-// With a small k (k <= N/256: mAP@100 of 69k rows, mAP@1000 of a million) a hamming_topk-like scan
+// With a small k (k <= N/256: mAP@100 of 69k rows, mAP@1000 of a million) hamming_topk's scan
 // replaces both: see map_queries_small_k.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "common/average_precision.h"
 #include "common/checks.h"
 #include "common/codes_cpu.h"
+#include "cpu/candidate_scan.h"
 
 namespace deephash {
 namespace {
@@ -73,7 +75,12 @@ at::Tensor label_masks(const at::Tensor& labels) {  // [rows, C] -> int64 [rows,
 
 constexpr int64_t kQueryBlock = 4;  // queries per database pass: each row's code and label load once
 constexpr int64_t kRowTile = 4096;   // rows between checks of the record buffers' room
-constexpr int kRecordShift = 40;     // record = distance << 40 | rows of that distance before it
+
+// ties="index" records: distance << shift | rows of that distance before it, with the distance in
+// the top bit_width(8 B) bits (at most 31) and the count below (rows < 2^shift, 2^33 or more).
+inline int record_shift(int64_t bins) {
+  return std::min(63, 64 - static_cast<int>(std::bit_width(static_cast<uint64_t>(bins - 1))));
+}
 
 template <class T, class F, size_t... I>
 std::array<T, sizeof...(I)> array_of(F&& f, std::index_sequence<I...>) {  // {f(0), f(1), ...}
@@ -118,30 +125,30 @@ std::vector<QueryBlock> make_blocks(const Labels& labels, int64_t Q) {
 }
 
 // AP@k of one query under ties="index" from the counts of all its rows per distance (hist[d] =
-// d << kRecordShift | count) and the records of its relevant rows in row order. The per-distance
+// d << shift | count) and the records of its relevant rows in row order. The per-distance
 // counts of relevant rows come from the records.
-double index_ap(const uint64_t* hist, int64_t hist_stride, int64_t bins, const uint64_t* rec, int64_t rec_stride,
-                int64_t n_rec, int64_t kk,
+double index_ap(const uint64_t* hist, int64_t hist_stride, int64_t bins, int shift, const uint64_t* rec,
+                int64_t rec_stride, int64_t n_rec, int64_t kk,
                 std::vector<int64_t>& start, std::vector<int64_t>& rel_start, std::vector<int64_t>& rel_seen) {
-  constexpr uint64_t kMask = (uint64_t{1} << kRecordShift) - 1;
+  const uint64_t mask = (uint64_t{1} << shift) - 1;
   std::fill(rel_seen.begin(), rel_seen.end(), 0);
-  for (int64_t j = 0; j < n_rec; ++j) ++rel_seen[rec[j * rec_stride] >> kRecordShift];
+  for (int64_t j = 0; j < n_rec; ++j) ++rel_seen[rec[j * rec_stride] >> shift];
   int64_t acc = 0, rel_acc = 0;
   uint64_t last = 0;  // rows beyond this distance all rank past k
   for (int64_t d = 0; d < bins; ++d) {
     start[d] = acc;
     rel_start[d] = rel_acc;
     if (acc < kk) last = static_cast<uint64_t>(d);
-    acc += static_cast<int64_t>(hist[d * hist_stride] & kMask);
+    acc += static_cast<int64_t>(hist[d * hist_stride] & mask);
     rel_acc += rel_seen[d];
     rel_seen[d] = 0;
   }
   double ap = 0.0;
   int64_t hits = 0;
   for (int64_t j = 0; j < n_rec; ++j) {
-    const uint64_t v = rec[j * rec_stride], d = v >> kRecordShift;
+    const uint64_t v = rec[j * rec_stride], d = v >> shift;
     if (d > last) continue;
-    const int64_t pos = start[d] + static_cast<int64_t>(v & kMask);  // 0-based rank
+    const int64_t pos = start[d] + static_cast<int64_t>(v & mask);  // 0-based rank
     const int64_t ahead = rel_start[d] + rel_seen[d]++;                      // relevant rows ranked ahead
     if (pos < kk) {
       ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
@@ -229,6 +236,9 @@ void map_queries(const uint8_t* q,   // [Q, B]
   const int64_t bins = 8 * B + 1;
   const int64_t stride = Code::stride(B);
   constexpr bool kRecords = kPass == Pass::kIndexRecords;
+  const int shift = record_shift(bins);
+  TORCH_CHECK(!kRecords || static_cast<uint64_t>(N) < (uint64_t{1} << shift), "topk_map: ", N, " database rows of ", 8 * B,
+              " bits are more than ties=\"index\" can rank (2^", shift, ")");
   const std::vector<QueryBlock> blocks = make_blocks(labels, Q);
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t b0, int64_t b1) {
     std::vector<uint64_t> hist_all(kQueryBlock * bins * (kRecords ? 1 : 2));
@@ -241,11 +251,11 @@ void map_queries(const uint8_t* q,   // [Q, B]
       constexpr auto kSeq = std::make_index_sequence<kQueryBlock>{};
       const auto code = array_of<Code>([&](size_t j) { return Code(q + qi[j] * B, B); }, kSeq);
       const auto relevant = array_of<typename Labels::Query>([&](size_t j) { return labels.query(qi[j]); }, kSeq);
-      // ties="index" counts distance d from d << kRecordShift, so that a bin's value is the record
+      // ties="index" counts distance d from d << shift, so that a bin's value is the record
       // of the next row at that distance (no shift and or per row).
       if constexpr (kRecords) {
         for (int64_t j = 0; j < kQueryBlock; ++j)
-          for (int64_t d = 0; d < bins; ++d) hist_all[d * kQueryBlock + j] = static_cast<uint64_t>(d) << kRecordShift;
+          for (int64_t d = 0; d < bins; ++d) hist_all[d * kQueryBlock + j] = static_cast<uint64_t>(d) << shift;
       } else {
         std::fill(hist_all.begin(), hist_all.end(), 0);
       }
@@ -256,9 +266,9 @@ void map_queries(const uint8_t* q,   // [Q, B]
         block_pass<kPass, false>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
       for (int64_t j = 0; j < blk.n; ++j) {
         if constexpr (kRecords)
-          out[qi[j]] = blk.shared ? index_ap(hist_all.data() + j, kQueryBlock, bins, rec[0].data() + j, kQueryBlock,
+          out[qi[j]] = blk.shared ? index_ap(hist_all.data() + j, kQueryBlock, bins, shift, rec[0].data() + j, kQueryBlock,
                                              n_rec[j], kk, start, rel_start, rel_seen)
-                                  : index_ap(hist_all.data() + j, kQueryBlock, bins, rec[j].data(), 1, n_rec[j], kk,
+                                  : index_ap(hist_all.data() + j, kQueryBlock, bins, shift, rec[j].data(), 1, n_rec[j], kk,
                                              start, rel_start, rel_seen);
         else
           out[qi[j]] = average_ap(reinterpret_cast<const int64_t*>(hist_all.data()) + j * 2, 2 * kQueryBlock, bins);
@@ -269,72 +279,47 @@ void map_queries(const uint8_t* q,   // [Q, B]
 
 // ties="index" with a small k (k <= N/256). Only the k top-ranked rows matter, and a row's rank
 // counts the rows of its own distance ahead of it, which come earlier in row order. So the scan is
-// hamming_topk's: each query keeps, in row order, every row within a threshold that shrinks as rows
-// arrive. Once k kept rows lie at distance <= t, a later row at distance t ranks past them all, so
-// the threshold drops to t - 1. At the end the kept rows include the k top-ranked ones (the whole
-// group at the k-th distance may be kept, which is harmless: those rows rank after the k-th), and the
-// AP walks them in row order. Most rows cost one popcount and a compare; labels are read for the
-// kept rows only.
-constexpr int64_t kScanQueryBlock = 16;
+// hamming_topk's (cpu/candidate_scan.h), and the AP walks the kept rows in row order; the whole
+// group at the k-th distance may be kept, which is harmless: those rows rank after the k-th. Most
+// rows cost one popcount and a compare; labels are read for the kept rows only.
 
-struct GroupCandidates {
-  int32_t accept = 0;         // rows with distance <= accept are kept (-1: none)
-  int32_t kth = 0;            // after a trim, the distance of the k-th ranked row
-  int64_t within = 0;         // kept rows with distance <= accept
-  int64_t size = 0;
-  bool dense = true;          // whether the last dense chunk kept more than 1 row in 4
-  std::vector<int32_t> dist;  // [cap], row order
-  std::vector<int64_t> row;   // [cap]
-  std::vector<int64_t> hist;  // [bins], distances of the kept rows
-
-  void reset(int64_t cap, int32_t max_dist) {
-    accept = kth = max_dist;
-    within = 0;
-    size = 0;
-    dense = true;
-    dist.resize(cap);
-    row.resize(cap);
-    hist.assign(max_dist + 1, 0);
+// AP@kk of query i from its candidates after the scan's final trim. start, rel_start: [bins]
+// scratch; rel: scratch.
+template <class Labels>
+double candidates_ap(const Candidates& c, const Labels& labels, int64_t i, int64_t kk, std::vector<int64_t>& start,
+                     std::vector<int64_t>& rel_start, std::vector<uint8_t>& rel) {
+  const auto relevant = labels.query(i);
+  const int32_t* dist = c.dist();
+  const int64_t* row = c.row();
+  rel.resize(c.size());
+  std::fill(rel_start.begin(), rel_start.end(), 0);
+  for (int64_t j = 0; j < c.size(); ++j) {
+    rel[j] = relevant(labels.row(row[j]));
+    rel_start[dist[j]] += rel[j];
   }
-
-  // From hist (exact up to accept): kth <- the distance t at which the kept rows first number kk,
-  // and from then on only rows below t are taken (a later row at t ranks past kk kept ones). With
-  // fewer than kk rows kept so far, every row is still taken.
-  void select(int64_t kk) {
-    const auto max_dist = static_cast<int32_t>(hist.size()) - 1;
-    int64_t below = 0;
-    int32_t t = 0;
-    while (t < max_dist && below + hist[t] < kk) below += hist[t++];
-    kth = t;
-    const bool full = below + hist[t] >= kk;
-    accept = full ? t - 1 : t;
-    within = full ? below : below + hist[t];
+  // The trim's histogram counts every kept distance exactly (bins past kth are unused).
+  int64_t acc = 0, rel_acc = 0;
+  for (int32_t d = 0; d <= c.kth(); ++d) {
+    const int64_t all_d = c.hist()[d], rel_d = rel_start[d];
+    start[d] = acc;
+    rel_start[d] = rel_acc;
+    acc += all_d;
+    rel_acc += rel_d;
   }
-
-  // Recounts hist from the buffer (the branch-free scan below does not keep it), selects, and drops
-  // the rows past kth (keeping kth's whole group, for simplicity). Afterwards hist is exact up to
-  // kth (bins past it still count dropped rows).
-  void trim(int64_t kk) {
-    std::fill(hist.begin(), hist.end(), 0);
-    for (int64_t i = 0; i < size; ++i) ++hist[dist[i]];
-    select(kk);
-    const int32_t t = kth;
-    int64_t n = 0;
-    for (int64_t i = 0; i < size; ++i) {  // branch-free compaction
-      const int32_t d = dist[i];
-      dist[n] = d;
-      row[n] = row[i];
-      n += d <= t;
-    }
-    size = n;
-    // A large tied group can leave the buffer nearly full: grow it so that trims stay rare.
-    const auto cap = static_cast<int64_t>(dist.size());
-    if (2 * size > cap) {
-      dist.resize(2 * cap);
-      row.resize(2 * cap);
+  double ap = 0.0;
+  int64_t hits = 0;
+  for (int64_t j = 0; j < c.size(); ++j) {
+    const int64_t pos = start[dist[j]]++;  // 0-based rank
+    if (rel[j]) {
+      const int64_t ahead = rel_start[dist[j]]++;
+      if (pos < kk) {
+        ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
+        ++hits;
+      }
     }
   }
-};
+  return hits > 0 ? ap / static_cast<double>(hits) : 0.0;
+}
 
 template <class Code, class Labels>
 void map_queries_small_k(const uint8_t* q,   // [Q, B]
@@ -342,149 +327,15 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                          const Labels& labels, int64_t Q, int64_t N, int64_t B, int64_t kk,
                          double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
-  const int64_t stride = Code::stride(B);
-  constexpr int64_t kStep = Code::kRowsPerTest;
-  constexpr int64_t kDenseRows = 1024;
-  const int64_t tile = scan_tile_rows(B, kStep);
-  const int64_t cap0 = std::min(N + 1, 2 * kk + 1024);
   const int64_t blocks = (Q + kScanQueryBlock - 1) / kScanQueryBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<GroupCandidates> cand(kScanQueryBlock);
+    std::vector<Candidates> cand(kScanQueryBlock);
     std::vector<int64_t> start(bins), rel_start(bins);
     std::vector<uint8_t> rel;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kScanQueryBlock, i1 = std::min(Q, i0 + kScanQueryBlock);
-      for (int64_t i = i0; i < i1; ++i) cand[i - i0].reset(cap0, static_cast<int32_t>(bins - 1));
-      for (int64_t t0 = 0; t0 < N; t0 += tile) {
-        const int64_t t1 = std::min(N, t0 + tile);
-        for (int64_t i = i0; i < i1; ++i) {
-          const Code code(q + i * B, B);  // local: the stores below may alias a shared copy
-          GroupCandidates& c = cand[i - i0];
-          int32_t accept = c.accept;
-          int64_t size = c.size, cap = static_cast<int64_t>(c.dist.size());
-          int32_t* dist = c.dist.data();
-          int64_t* row = c.row.data();
-          // The trim goes through c alone: a lambda holding references to the locals above would
-          // take their addresses, and then every store to dist[] / row[] (same types) could alias
-          // them, forcing a reload of size and accept per row.
-          int64_t passed = 0, mark = size;  // rows kept in a dense chunk, across trims
-          int64_t within = c.within;
-          int64_t* hist = c.hist.data();
-#define DEEPHASH_TRIM()                            \
-  do {                                             \
-    passed += size - mark;                         \
-    c.size = size;                                 \
-    c.trim(kk);                                    \
-    accept = c.accept;                             \
-    within = c.within;                             \
-    size = mark = c.size;                          \
-    cap = static_cast<int64_t>(c.dist.size());     \
-    dist = c.dist.data();                          \
-    row = c.row.data();                            \
-  } while (0)
-          const uint8_t* p = db + t0 * stride;
-          int64_t r = t0;
-          while (c.dense && r + kStep <= t1) {
-            // Many rows pass (early in the scan, or a large k): every row writes a slot and keeps it
-            // when it passes, since a branch on that would be mispredicted often. Checked every
-            // kDenseRows rows, so that the scan leaves this mode soon after its first trim.
-            const int64_t e = std::min(t1, r + kDenseRows) / kStep * kStep;
-            const int64_t r_begin = r;
-            passed = 0;
-            mark = size;
-            for (; r + 4 <= e; r += 4, p += 4 * stride) {
-              if (size + 4 > cap) DEEPHASH_TRIM();
-              for (int u = 0; u < 4; ++u) {
-                const int32_t d = code.distance(p + u * stride);
-                dist[size] = d;
-                row[size] = r + u;
-                size += d <= accept;
-              }
-            }
-            // Leaving: the sparse scan keeps hist exact up to accept, so it starts from a recount.
-            c.dense = 4 * (passed + size - mark) > (r - r_begin);
-            if (!c.dense) DEEPHASH_TRIM();
-          }
-          {
-            // Few rows pass: hamming_topk's test of a group of rows at once, rarely taken, and then
-            // only the rows that pass are visited. Each kept row counts in hist, and as soon as kk
-            // kept rows lie within accept, accept drops below the distance of the kk-th: without that
-            // the threshold would only tighten when the buffer fills, which with a small k and
-            // large tied groups can be never.
-            for (; r + kStep <= t1; r += kStep, p += kStep * stride) {
-              int32_t ds[kStep];
-              if (uint32_t pass = code.within(p, accept, ds); __builtin_expect(pass != 0, 0)) {
-                if (size + kStep > cap) {
-                  DEEPHASH_TRIM();  // accept may drop: only rows within the new one may count
-                  pass = 0;
-                  for (int u = 0; u < kStep; ++u) pass |= static_cast<uint32_t>(ds[u] <= accept) << u;
-                }
-                const uint32_t pass_all = pass;
-                for (; pass; pass &= pass - 1) {
-                  const int u = __builtin_ctz(pass);
-                  dist[size] = ds[u];
-                  row[size] = r + u;
-                  ++size;
-                  ++hist[ds[u]];
-                }
-                within += __builtin_popcount(pass_all);
-                if (within >= kk) {
-                  c.select(kk);
-                  accept = c.accept;
-                  within = c.within;
-                }
-              }
-            }
-          }
-          for (; r < t1; ++r, p += stride) {
-            if (size + 1 > cap) DEEPHASH_TRIM();
-            const int32_t d = code.distance(p);
-            const int64_t keep = d <= accept;
-            dist[size] = d;
-            row[size] = r;
-            hist[d] += keep;  // exact up to accept, as the sparse scan needs
-            within += keep;
-            size += keep;
-          }
-#undef DEEPHASH_TRIM
-          c.accept = accept;
-          c.within = within;
-          c.size = size;
-        }
-      }
-      for (int64_t i = i0; i < i1; ++i) {
-        GroupCandidates& c = cand[i - i0];
-        c.trim(kk);  // now kth is the distance of the k-th ranked row
-        const auto relevant = labels.query(i);
-        rel.resize(c.size);
-        std::fill(rel_start.begin(), rel_start.end(), 0);
-        for (int64_t j = 0; j < c.size; ++j) {
-          rel[j] = relevant(labels.row(c.row[j]));
-          rel_start[c.dist[j]] += rel[j];
-        }
-        // The trim's histogram counts every kept distance exactly (bins past kth are unused).
-        int64_t acc = 0, rel_acc = 0;
-        for (int64_t d = 0; d <= c.kth; ++d) {
-          const int64_t all_d = c.hist[d], rel_d = rel_start[d];
-          start[d] = acc;
-          rel_start[d] = rel_acc;
-          acc += all_d;
-          rel_acc += rel_d;
-        }
-        double ap = 0.0;
-        int64_t hits = 0;
-        for (int64_t j = 0; j < c.size; ++j) {
-          const int64_t pos = start[c.dist[j]]++;  // 0-based rank
-          if (rel[j]) {
-            const int64_t ahead = rel_start[c.dist[j]]++;
-            if (pos < kk) {
-              ap += static_cast<double>(ahead + 1) / static_cast<double>(pos + 1);
-              ++hits;
-            }
-          }
-        }
-        out[i] = hits > 0 ? ap / static_cast<double>(hits) : 0.0;
-      }
+      scan_queries<Code>(q, db, B, i0, i1, 0, N, kk, cand);
+      for (int64_t i = i0; i < i1; ++i) out[i] = candidates_ap(cand[i - i0], labels, i, kk, start, rel_start, rel);
     }
   });
 }

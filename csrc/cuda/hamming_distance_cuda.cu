@@ -1,5 +1,11 @@
 // hamming_distance on CUDA: a block holds a group of queries in shared memory; each thread takes
 // database rows, keeps its row in registers and writes one distance per query (coalesced in rows).
+//
+// Cost model: the output dominates. Per (query, row) 4 bytes are written; the codes are read once
+// per group of kQueries = 16 queries (B / 16 bytes per pair). At Q = 1,000, N = 1e6, 64 bits:
+// 4 GB written, ~1 ms at the H200's ~4.3 TB/s; 2 popcounts per 64-bit word and pair (1e9 pairs:
+// 0.5 ms at 132 SMs x 16 popcounts per clock) overlap with the stores. Blocks: 4096 x ceil(Q / 16),
+// 256 threads, 8 resident per SM, enough stores in flight to stream.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>

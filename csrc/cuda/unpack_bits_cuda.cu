@@ -1,4 +1,7 @@
 // unpack_bits on CUDA: one thread per output bit.
+//
+// Cost model: writes one byte per bit (coalesced) and reads each packed byte 8 times from L1:
+// memory-bound on the output, ~bits bytes per row at HBM speed.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -1,9 +1,11 @@
 """deephash: binary hash codes for embeddings, and fast exact search over them.
 
 The fast ops live in :mod:`deephash_ext`; this package is the Python layer on top of them:
-:mod:`~deephash.data` (data sets and splits), :class:`HAGCN` (:mod:`deephash.models.hagcn`),
-:mod:`~deephash.graphs`, :mod:`~deephash.train`, :class:`Index`, :mod:`~deephash.metrics`,
-:mod:`~deephash.methods` (LSH, ITQ, ... and the deep heads) and the ``deephash`` CLI.
+:mod:`~deephash.data` (data sets and splits), :mod:`~deephash.methods` (every hashing method, HAGCN
+included, behind one interface; :func:`get_method`, :func:`load_model`), :mod:`~deephash.run` (a training
+run and its directory), :mod:`~deephash.codes` (packing, labels, the codes file), :class:`Index`,
+:mod:`~deephash.metrics`, :mod:`~deephash.graphs` and :mod:`~deephash.models` (HAGCN's graphs and
+networks), and the ``deephash`` CLI. docs/formats.md describes the files they write.
 """
 import torch  # noqa: F401  (deephash_ext._C links against torch's libraries: load them first)
 
@@ -11,9 +13,9 @@ __version__ = "0.1.0"
 
 from .data import DataError, Split, load_data  # noqa: E402
 from .index import Index  # noqa: E402
-from .methods import LSH, METHODS, get_method  # noqa: E402
-from .models.hagcn import FILTERS, HAGCN  # noqa: E402
-from .train import fit, load_model, save_model, train_and_evaluate  # noqa: E402
+from .methods import HAGCN, LSH, METHODS, HashMethod, PaperHAGCN, get_method, load_model  # noqa: E402
+from .models.hagcn import FILTERS  # noqa: E402
+from .run import fit_and_evaluate, train_and_evaluate  # noqa: E402
 
-__all__ = ["HAGCN", "FILTERS", "Index", "LSH", "METHODS", "get_method", "Split", "DataError", "load_data", "fit", "load_model",
-           "save_model", "train_and_evaluate"]
+__all__ = ["HAGCN", "PaperHAGCN", "FILTERS", "HashMethod", "Index", "LSH", "METHODS", "get_method", "load_model",
+           "Split", "DataError", "load_data", "fit_and_evaluate", "train_and_evaluate"]

@@ -1,22 +1,25 @@
 """The ``deephash`` command line (also ``python -m deephash``).
 
-    deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--seed-compatible] --out RUN
+    deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--paper-recipe] --out RUN
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx
-    deephash search --index DB.idx --codes Q.npz [-k K] [--out RESULTS.npz]
+    deephash search --index DB.idx|SHARD_DIR --codes Q.npz [-k K] [--out RESULTS.npz] [--grid PNG [--data D]]
+    deephash shard  --index DB.idx --shards N|N1,N2,... --out SHARD_DIR
     deephash eval   --query Q.npz --db DB.npz [--out DIR]
     deephash demo   [--data fashion-mnist] [--bits 64] [--out runs/demo]
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
+    deephash report RUN [RUN ...] [--out FILE.html] [--grid PNG] [--data D]
 
 ``D`` is ``fashion-mnist`` (default), a folder ``DIR/<class>/<i>.npy`` or a ``.npz`` file (see
-:mod:`deephash.data`). Code files (``.npz``) hold ``codes`` (packed ``uint8``), ``bits``, ``ids`` and,
-when known, ``labels``.
+:mod:`deephash.data`). Codes files (:mod:`deephash.codes`), model files, index files and run directories
+are described in docs/formats.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,130 +38,85 @@ def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None)
 
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, DIR/<class>/<i>.npy or FILE.npz")
     p.add_argument("--bits", type=_bits, default=bits_default, required=bits_default is None)
-    p.add_argument("--filter", default="chebyshev", choices=list(FILTERS) + ["cheby"])
-    p.add_argument("--seed-compatible", action="store_true",
-                   help="the HAGCN paper code's formulation (graph 1 + hhᵀ/n, its layers, its loss and recipe)")
+    p.add_argument("--filter", default=None, choices=list(FILTERS) + ["cheby"], help="HAGCN's filter (default chebyshev)")
+    p.add_argument("--paper-recipe", action="store_true",
+                   help="HAGCN as the paper's code trains it (same as --method hagcn-paper)")
+    p.add_argument("--seed-compatible", action="store_true", help="deprecated: use --paper-recipe")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--order", type=int, default=None, help="filter order / number of basis functions")
     p.add_argument("--anchors", type=int, default=None, help="anchors joined to each step's graph (default model)")
     p.add_argument("--subgraphs", type=int, default=None, help="split each batch into G subgraphs ([G, n, n])")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batch order)")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the data split (default: the protocol's)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where methods that train on a device train")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
 
 
-def _config(args, in_dim: int) -> dict:
-    from .models.hagcn import default_config
+def _method(args, name: str = "hagcn"):
+    """The method the model arguments describe (its options checked against what it takes)."""
+    from .methods import METHODS, get_method
+    from .run import method_options
 
-    cfg = default_config(in_dim, args.bits, args.filter, args.seed_compatible)
-    for key in ("epochs", "batch_size", "lr", "order", "anchors", "subgraphs"):
-        v = getattr(args, key)
-        if v is not None:
-            if key not in cfg:
-                raise ValueError(f"--{key.replace('_', '-')} does not apply to the seed-compatible model")
-            cfg[key] = v
-    if cfg["epochs"] < 1 or cfg["batch_size"] < 2:
-        raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
-    return cfg
+    if args.seed_compatible:
+        warnings.warn("--seed-compatible is deprecated and will be removed; use --paper-recipe", FutureWarning,
+                      stacklevel=2)
+    if args.paper_recipe or args.seed_compatible:
+        if name not in ("hagcn", "hagcn-paper"):
+            raise ValueError(f"--paper-recipe trains HAGCN; it does not apply to --method {name}")
+        name = "hagcn-paper"
+    given = {k: getattr(args, k) for k in ("filter", "epochs", "batch_size", "lr", "order", "anchors", "subgraphs")}
+    opts = method_options(name, **given)
+    for key, value in (("device", args.device), ("progress", not args.no_progress)):
+        if key in METHODS[name].options:
+            opts[key] = value
+    return get_method(name, args.bits, seed=args.seed, **opts)
 
 
 def _print_table(rows, first="method"):
-    from .train import format_table
+    from .metrics import format_table
 
     print(format_table(rows, first=first))
 
 
 def cmd_train(args) -> int:
     from .data import load_data
-    from .train import train_and_evaluate
+    from .run import train_and_evaluate
 
     split = load_data(args.data, seed=args.split_seed)
-    if args.method != "hagcn":
-        return _train_method(args, split)
-    cfg = _config(args, split.dim)
-    _, metrics, _ = train_and_evaluate(split, cfg, args.out, seed=args.seed, resume=args.resume,
-                                       device=args.device, progress=not args.no_progress,
-                                       extra_config={"data": str(args.data), "split_seed": args.split_seed})
-    name = f"HAGCN {cfg['filter']}{' seed-compatible' if cfg['seed_compatible'] else ''} {cfg['bits']}b"
-    _print_table([{"method": name, **metrics}])
+    method = _method(args, args.method)
+    metrics, _ = train_and_evaluate(split, method, args.out, resume=args.resume,
+                                    extra_config={"data": str(args.data), "split_seed": args.split_seed})
+    _print_table([{"method": f"{method.label} {method.bits}b", **metrics}])
     print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
     return 0
-
-
-def _train_method(args, split) -> int:
-    """``train --method NAME`` for the methods of :mod:`deephash.methods` (same data, metrics, run files)."""
-    from .methods import runner
-
-    opts = runner.method_options(args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    _, metrics, _ = runner.train_and_evaluate(split, args.method, args.bits, args.out, seed=args.seed, options=opts,
-                                              extra_config={"data": str(args.data), "split_seed": args.split_seed})
-    _print_table([{"method": f"{args.method} {args.bits}b", **metrics}])
-    print(f"wrote {args.out}/model.pt, config.json, metrics.json, pr_curve.png")
-    return 0
-
-
-def _save_codes(path, codes: torch.Tensor, bits: int, labels=None, ids=None) -> None:
-    import deephash_ext
-
-    packed = deephash_ext.pack_bits(codes).numpy()
-    arrays = {"codes": packed, "bits": np.int64(bits),
-              "ids": np.arange(len(packed), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)}
-    if labels is not None:
-        arrays["labels"] = np.asarray(labels)
-    np.savez(path, **arrays)
-
-
-def load_codes(path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: cannot read a codes file ({e})") from e
-    if "codes" not in d or "bits" not in d or d["codes"].dtype != np.uint8 or d["codes"].ndim != 2:
-        raise ValueError(f"{path}: not a deephash codes file (needs uint8 'codes' [N, bytes] and 'bits')")
-    d["bits"] = int(d["bits"])
-    if d["codes"].shape[1] != (d["bits"] + 7) // 8:
-        raise ValueError(f"{path}: codes have {d['codes'].shape[1]} bytes per row, {d['bits']} bits need "
-                         f"{(d['bits'] + 7) // 8}")
-    return d
 
 
 def cmd_encode(args) -> int:
-    from .data import DataError, load_data
-    from .methods.runner import load_model
+    from .codes import save_codes
+    from .data import DataError, load_data, load_embeddings
+    from .methods import load_model
 
     model = load_model(args.model)
-    labels = None
     if args.input is not None:
-        p = Path(args.input)
-        try:
-            if p.suffix == ".npz":
-                with np.load(p, allow_pickle=False) as z:
-                    x = z["x"]
-                    labels = z["y"] if "y" in z.files else None
-            else:
-                x = np.load(p, allow_pickle=False)
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"{p}: cannot read embeddings ({e}); expected .npy [N, d] or .npz with 'x'") from e
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-            raise DataError(f"{p}: embeddings must be a finite numeric [N, d] array, got shape {x.shape}")
+        x, labels = load_embeddings(args.input)
     else:
         split = load_data(args.data, seed=args.split_seed)
         x, labels = getattr(split, f"x_{args.split}"), getattr(split, f"y_{args.split}")
-    if x.shape[1] != model.config["in_dim"]:
+    if x.shape[1] != model.in_dim:
         raise DataError(f"{args.input or args.data}: embeddings have {x.shape[1]} dimensions, the model takes "
-                        f"{model.config['in_dim']}")
+                        f"{model.in_dim}")
     codes = model.encode(x)
-    _save_codes(args.out, codes, model.bits, labels)
+    save_codes(args.out, codes, model.bits, labels)
     print(f"wrote {len(codes)} codes of {model.bits} bits to {args.out}")
     return 0
 
 
 def cmd_index(args) -> int:
+    from .codes import load_codes
     from .index import Index
 
     c = load_codes(args.codes)
@@ -169,8 +127,12 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from .codes import load_codes
     from .index import Index
 
+    if Path(args.index).is_dir():  # a shard folder: sharded search (deephash.distributed)
+        from .distributed import cmd_search_sharded
+        return cmd_search_sharded(args, load_codes)
     idx = Index.load(args.index)
     c = load_codes(args.codes)
     if c["bits"] != idx.bits:
@@ -182,10 +144,16 @@ def cmd_search(args) -> int:
     for q in range(min(len(ids), args.show)):
         pairs = ", ".join(f"{int(i)}:{int(d)}" for i, d in zip(ids[q], dist[q]))
         print(f"query {int(c['ids'][q])}: {pairs}")
+    if args.grid:
+        from .viz import grid_for_search
+
+        print(grid_for_search(idx, c, codes_path=args.codes, index_path=args.index, data=args.data, out=args.grid,
+                              split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed))
     return 0
 
 
 def cmd_eval(args) -> int:
+    from .codes import load_codes
     from .metrics import evaluate, plot_pr_curve
 
     q, db = load_codes(args.query), load_codes(args.db)
@@ -210,28 +178,42 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from .data import load_data
     from .methods import LSH
-    from .metrics import evaluate, plot_pr_curve
-    from .train import train_and_evaluate
+    from .metrics import plot_pr_curve
+    from .run import fit_and_evaluate, train_and_evaluate
 
     out = Path(args.out)
     split = load_data(args.data, seed=args.split_seed)
     print(f"data: {args.data}: {len(split.x_train)} training, {len(split.x_query)} queries, "
           f"{len(split.x_db)} database items, {split.dim}-d")
-    cfg = _config(args, split.dim)
-    _, metrics, curve = train_and_evaluate(split, cfg, out / "hagcn", seed=args.seed, resume=args.resume,
-                                           device=args.device, progress=not args.no_progress,
-                                           extra_config={"data": str(args.data)})
-    lsh = LSH(args.bits, seed=args.seed).fit(split.x_train)
-    lsh_metrics, lsh_curve = evaluate(lsh.encode(split.x_query), lsh.encode(split.x_db), split.y_query,
-                                      split.y_db, args.bits)
-    name = f"HAGCN {cfg['filter']}{' seed-compatible' if cfg['seed_compatible'] else ''}"
-    rows = [{"method": f"{name} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
+    method = _method(args)
+    metrics, curve = train_and_evaluate(split, method, out / "hagcn", resume=args.resume,
+                                        extra_config={"data": str(args.data), "split_seed": args.split_seed})
+    lsh_metrics, lsh_curve = fit_and_evaluate(LSH(args.bits, seed=args.seed), split)
+    lsh_metrics.pop("train_seconds")
+    rows = [{"method": f"{method.label} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
     _print_table(rows)
     plot_pr_curve({rows[0]["method"]: curve, rows[1]["method"]: lsh_curve}, out / "pr_curve.png")
     with open(out / "demo.json", "w") as f:
         json.dump({"hagcn": {k: metrics[k] for k in metrics if k != "loss_history"}, "lsh": lsh_metrics,
                    "data": str(args.data), "bits": args.bits}, f, indent=2)
     print(f"wrote {out}/pr_curve.png and {out}/demo.json")
+    from .report import build_report
+
+    r = build_report([out / "hagcn"], out / "report.html", data=args.data, split_seed=args.split_seed,
+                     splits={(str(args.data), args.split_seed): split}, grid_out=out / "neighbours.png")
+    print("\n".join(r["notes"] + [f"wrote {r['out']}" + (f" and {r['grid']}" if r["grid"] else "")]))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import ReportError, build_report
+
+    if len(args.runs) > 1 and args.out is None:
+        raise ReportError("--out FILE.html is needed with several runs")
+    r = build_report(args.runs, args.out or Path(args.runs[0]) / "report.html", data=args.data,
+                     split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed,
+                     grid_out=args.grid)
+    print("\n".join(r["notes"] + [f"wrote {r['out']}" + (f" and {r['grid']}" if r["grid"] else "")]))
     return 0
 
 
@@ -250,10 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .methods import METHODS
 
-    t = sub.add_parser("train", help="train HAGCN (or --method NAME), encode, evaluate, write RUN/")
+    t = sub.add_parser("train", help="train a hashing method (default HAGCN), encode, evaluate, write RUN/")
     _add_model_args(t)
-    t.add_argument("--method", default="hagcn", choices=["hagcn", *METHODS],
-                   help="hashing method (default hagcn; the HAGCN options apply to hagcn only)")
+    t.add_argument("--method", default="hagcn", choices=list(METHODS),
+                   help="hashing method (default hagcn); options a method does not take are refused")
     t.add_argument("--out", required=True, help="run directory")
     t.set_defaults(func=cmd_train)
 
@@ -277,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--out", default=None)
     s.add_argument("--show", type=int, default=5, help="queries to print")
+    s.add_argument("--grid", default=None, metavar="PNG",
+                   help="write a neighbour grid of a few queries per class (data that can be drawn)")
+    _grid_args(s, data_default="fashion-mnist")
     s.set_defaults(func=cmd_search)
+    from .distributed import add_cli
+    add_cli(sub, s)  # search's sharded-search options, and `deephash shard`
 
     v = sub.add_parser("eval", help="mAP, precision and PR curve of query codes against database codes")
     v.add_argument("--query", required=True)
@@ -299,7 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--image-size", type=int, default=224)
     m.set_defaults(func=cmd_embed)
+
+    r = sub.add_parser("report", help="one self-contained HTML page about runs, with ITQ and LSH baselines")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run directories (of deephash train / demo)")
+    r.add_argument("-k", type=int, default=10, help="results per query in the neighbour grid")
+    r.add_argument("--out", default=None, help="the HTML file (default RUN/report.html; needed with several runs)")
+    r.add_argument("--grid", default=None, metavar="PNG", help="also write the first run's neighbour grid")
+    _grid_args(r, data_default=None)
+    r.set_defaults(func=cmd_report)
     return p
+
+
+def _grid_args(p: argparse.ArgumentParser, data_default) -> None:
+    """The neighbour grid's options; errors of this subcommand's arguments print one line."""
+    p.add_argument("--data", default=data_default, help="the data set of the codes (the grid's pictures and labels)")
+    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--per-class", type=int, default=2, help="grid queries per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the grid's query draw")
+    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ Three sources, chosen by :func:`load_data`:
 - a ``.npz`` file with either ``x_train, y_train, x_query, y_query, x_db, y_db`` (an explicit split)
   or ``x, y`` (split by the standard protocol). Labels are class ids ``int[N]`` or multi-hot ``[N, C]``.
 
-Standard protocol (SPEC.md): per class, ``n_query_per_class`` (100) queries are drawn with a seeded
+Standard protocol (docs/protocol.md): per class, ``n_query_per_class`` (100) queries are drawn with a seeded
 generator; every other item is the database; ``n_train_per_class`` (500) training items are drawn from
 the database. A class smaller than ten times ``n_query_per_class`` gives a tenth of its items (at least
 one) as queries. With multi-hot labels (no classes to stratify on) it draws ``10 x`` those counts at random
@@ -76,17 +76,9 @@ class Split:
         for part in ("train", "query", "db"):
             x = getattr(self, f"x_{part}")
             y = getattr(self, f"y_{part}")
-            if x.ndim != 2:
-                raise DataError(f"{src}: x_{part} must be 2-D [items, dim], got shape {x.shape}")
-            if x.shape[0] == 0:
+            if x.ndim == 2 and x.shape[0] == 0:
                 raise DataError(f"{src}: the {part} split is empty")
-            if x.shape[1] == 0:
-                raise DataError(f"{src}: x_{part} has zero-dimensional embeddings")
-            if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-                raise DataError(f"{src}: x_{part} must hold real numbers, got dtype {x.dtype}")
-            if not np.isfinite(x).all():
-                bad = int(np.argwhere(~np.isfinite(x))[0, 0])
-                raise DataError(f"{src}: x_{part} holds non-finite values (first at row {bad})")
+            check_embeddings(x, f"{src}: x_{part}")
             if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
                 raise DataError(f"{src}: y_{part} has shape {y.shape}, which does not match "
                                 f"x_{part} with {x.shape[0]} rows (labels: [rows] or multi-hot [rows, C])")
@@ -107,6 +99,20 @@ class Split:
             setattr(self, f"x_{part}", np.ascontiguousarray(x, dtype=np.float32))
             setattr(self, f"y_{part}", np.ascontiguousarray(y, dtype=np.uint8 if y.ndim == 2 else np.int64))
         return self
+
+
+def check_embeddings(x: np.ndarray, what: str) -> np.ndarray:
+    """Refuse anything but a finite real ``[items, dim]`` array; ``what`` names it in the message."""
+    if x.ndim != 2:
+        raise DataError(f"{what} must be 2-D [items, dim] (ragged or scalar embeddings?), got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise DataError(f"{what} has zero-dimensional embeddings")
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise DataError(f"{what} must hold real numbers, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x))[0, 0])
+        raise DataError(f"{what} holds non-finite values (first at row {bad})")
+    return x
 
 
 def load_data(spec: str | os.PathLike = "fashion-mnist", seed: int | None = None) -> Split:
@@ -135,7 +141,7 @@ def load_data(spec: str | os.PathLike = "fashion-mnist", seed: int | None = None
 
 def standard_split(x: np.ndarray, y: np.ndarray, n_query_per_class: int = 100, n_train_per_class: int = 500,
                    seed: int = 0, source: str = "<arrays>") -> Split:
-    """The SPEC.md protocol: ``n_query_per_class`` queries per class, the rest is the database,
+    """The standard protocol (docs/protocol.md): ``n_query_per_class`` queries per class, the rest is the database,
     ``n_train_per_class`` training items per class drawn from the database."""
     x = np.asarray(x)
     y = np.asarray(y)
@@ -281,10 +287,21 @@ def load_npz(path: str | os.PathLike, seed: int = 0) -> Split:
     if all(k in arrays for k in explicit):
         return Split(*(arrays[k] for k in explicit), source=str(path)).validate()
     if "x" in arrays and "y" in arrays:
-        x, y = arrays["x"], arrays["y"]
-        if x.ndim != 2:
-            raise DataError(f"{path}: x must be 2-D [items, dim] (ragged or scalar embeddings?), got shape {x.shape}")
-        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-            raise DataError(f"{path}: x holds non-finite or non-numeric values")
-        return standard_split(x, y, seed=seed, source=str(path))
+        return standard_split(check_embeddings(arrays["x"], f"{path}: x"), arrays["y"], seed=seed, source=str(path))
     raise DataError(f"{path}: expected arrays {', '.join(explicit)} or x, y; found {sorted(arrays)}")
+
+
+def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Embeddings to encode: a ``.npy`` ``[N, d]`` or a ``.npz`` with ``x`` (and optional labels ``y``).
+    Returns ``(x float32[N, d], y or None)``."""
+    p = Path(path)
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                x = z["x"]
+                y = z["y"] if "y" in z.files else None
+        else:
+            x, y = np.load(p, allow_pickle=False), None
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{p}: cannot read embeddings ({e}); expected .npy [N, d] or .npz with 'x'") from e
+    return np.ascontiguousarray(check_embeddings(x, f"{p}: x"), dtype=np.float32), y

@@ -1,12 +1,14 @@
 """Transfer-learning embeddings of an image folder with a torchvision backbone (ViT-B/16 by default).
 
 ``DIR/<class>/<image>`` -> ``FILE.npz`` with ``x`` (``float32[N, D]``, the backbone's penultimate
-features) and ``y`` (class ids in sorted folder order), ready for ``--data FILE.npz``. Weights are never
+features), ``y`` (class ids in sorted folder order) and ``paths`` (each row's image, relative to the
+``.npz``'s folder), ready for ``--data FILE.npz``. Weights are never
 downloaded: pass ``--weights PATH`` (a torchvision ``state_dict``), or ``--untrained`` for random
 weights (tests). torchvision is imported only here, so the rest of deephash does not need it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,5 +97,8 @@ def embed_images(images, out, *, arch: str = "vit_b_16", weights: str | None = N
         for s in range(0, len(files), batch_size):
             feats.append(net(torch.stack([load(f) for f in files[s:s + batch_size]])).float().numpy())
     x = np.concatenate(feats)
-    np.savez(out, x=x, y=labels)
+    # Each row's image, relative to the .npz's folder, so that neighbour grids can draw the items.
+    base = Path(out).resolve().parent
+    paths = np.array([os.path.relpath(Path(f).resolve(), base) for f in files])
+    np.savez(out, x=x, y=labels, paths=paths)
     return x

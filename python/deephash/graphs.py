@@ -41,7 +41,7 @@ def normalized_laplacian(A: Tensor) -> Tensor:
 
 
 def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str) -> Tensor:
-    """``U g(Λ) Uᵀ x`` on ``x[Bt, n, d]``, ``L[Bt, n, n]`` with ``g = Σ θ_k φ_k`` (SPEC.md's bases)."""
+    """``U g(Λ) Uᵀ x`` on ``x[Bt, n, d]``, ``L[Bt, n, n]`` with ``g = Σ θ_k φ_k`` (the bases of docs/ops.md)."""
     return _op("spectral_filter")(x, L, theta, basis)
 
 
@@ -69,7 +69,7 @@ def knn_adjacency(f: Tensor, k: int | None = None) -> Tensor:
     return torch.maximum(A, A.transpose(-1, -2))
 
 
-def seed_operator(h: Tensor) -> tuple[Tensor, Tensor]:
+def paper_operator(h: Tensor) -> tuple[Tensor, Tensor]:
     """The HAGCN paper code's graph: ``S = h hᵀ / n``, ``A = 1 + S``, operator ``M = D^-1/2 A D^-1/2``
     (``D`` = row sums of ``A``). Returns ``(M, S)`` for ``h[Bt, n, d]``."""
     n = h.shape[-2]

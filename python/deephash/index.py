@@ -1,91 +1,78 @@
 """``deephash.Index``: packed binary codes with integer ids and exact Hamming search.
 
-``Index(bits, kind="flat")`` scans every code per query (``hamming_topk``); ``kind="mih"`` answers
-the same searches, with the same results, through multi-index hash tables (:mod:`deephash.mih`),
-built at the first search after the codes change.
+The rows live in :mod:`deephash.storage` (segments, tombstones, amortised appends) and on disk in
+the format of :mod:`deephash.index_file` (also in docs/formats.md): :meth:`Index.load` maps the file
+(no copy of the codes or ids; opening costs the header and directory), :meth:`Index.save` writes a
+new file atomically or appends to the file the index came from. Search results are ordered by
+(distance, insertion order), removed rows excluded.
 
-File format (little-endian), written by :meth:`Index.save` (version 1 for ``kind="flat"``):
-
-====== ======================= ==============================================
-offset field                   value
-====== ======================= ==============================================
-0      magic                   ``b"DHIDX\\0"`` (6 bytes)
-6      version                 ``uint16`` = 1
-8      bits                    ``uint32``
-12     count                   ``uint64``
-20     ids                     ``int64[count]``
-...    codes                   ``uint8[count, ceil(bits/8)]`` (SPEC.md's packed layout)
-end-32 checksum                SHA-256 of every byte before it
-====== ======================= ==============================================
-
-Version 2 (``kind="mih"``) inserts 12 bytes after ``count``: ``kind`` (``uint8``, 1 = mih), 3 zero
-bytes, ``m`` (``uint32``, the number of substrings; 0 = chosen from the count) and 4 zero bytes; ids
-and codes follow at offset 32. The hash tables are not stored: they are rebuilt at the first
-search after a load. Reading stored tables back (with their checksum) measured 1.4-1.9x faster than
-rebuilding them at 1e7 codes, but they are 4.7x (64 bits) to 7.9x (128 bits) the size of the codes,
-so storing them would multiply the file and the time to save it; a rebuild of 1e7 codes takes
-seconds and is paid only by the first search (``benchmarks/results/mih-cpu-*.md``).
-
-:meth:`Index.load` refuses a file whose magic, version, size or checksum is wrong, naming the file.
+``Index(bits, kind="flat")`` scans every live code per query (``hamming_topk``); ``kind="mih"`` answers
+the same searches, with the same results, through multi-index hash tables (:mod:`deephash.mih`) built
+at the first search after the rows change. The kind and ``m`` are saved in the file's ``meta``
+(``{"kind": "mih", "m": m}``, ``m`` absent when chosen from the row count); the tables are not saved:
+reading them back measured faster than rebuilding them, but they take several times the space of
+the codes, so a file would grow that much and lose its mapping for nothing more than a faster first
+search (``benchmarks/results/mih-cpu-2026-12-01.md``).
 """
 from __future__ import annotations
-
-import hashlib
-import os
-import struct
 
 import numpy as np
 import torch
 
 import deephash_ext
 
-from .metrics import as_packed
+from .index_file import IndexError_, padding_mask
+from .codes import as_packed
 from .mih import MultiIndex, check_m
+from .storage import CodeStore
 
-MAGIC = b"DHIDX\0"
-VERSION = 1
-_HEADER = struct.Struct("<6sHIQ")
+__all__ = ["Index", "IndexError_"]
+
 KINDS = ("flat", "mih")
-_MIH_VERSION = 2
-_MIH_FIELDS = struct.Struct("<B3xI4x")  # kind, m; ids start 8-byte aligned
-
-
-class IndexError_(ValueError):
-    """A bad index file or a code width that does not match the index."""
 
 
 class Index:
     """An exact Hamming index over ``bits``-bit codes.
 
     ``kind="mih"`` searches by multi-index hashing over ``m`` substrings (default: chosen from the
-    number of codes, see :func:`deephash.mih.default_m`); its results equal ``kind="flat"``'s.
+    number of rows at each build, see :func:`deephash.mih.default_m`); its results equal
+    ``kind="flat"``'s.
     """
 
     def __init__(self, bits: int, kind: str = "flat", m: int | None = None):
-        if not 1 <= int(bits) <= 1 << 20:
-            raise ValueError(f"bits must be positive, got {bits}")
+        if isinstance(bits, bool) or not 1 <= int(bits) <= 1 << 20:
+            raise ValueError(f"bits must be in 1..{1 << 20}, got {bits}")
         if kind not in KINDS:
             raise ValueError(f'kind must be "flat" or "mih", got {kind!r}')
+        if m is not None and kind != "mih":
+            raise ValueError('m (the number of substrings) applies to kind="mih" only')
         self.bits = int(bits)
         self.nbytes = (self.bits + 7) // 8
         self.kind = kind
-        if m is not None and kind != "mih":
-            raise ValueError('m (the number of substrings) applies to kind="mih" only')
         self.m = None if m is None else check_m(m, self.bits)
-        self._codes = torch.empty(0, self.nbytes, dtype=torch.uint8)
-        self._ids = torch.empty(0, dtype=torch.int64)
+        self._store = CodeStore(self.bits)
+        self._store.meta = self._meta()
         self._mih: MultiIndex | None = None
+        self._mih_codes: torch.Tensor | None = None  # the live codes the tables were built from
+
+    def _meta(self) -> dict:
+        if self.kind == "flat":
+            return {}
+        return {"kind": "mih"} if self.m is None else {"kind": "mih", "m": self.m}
 
     def __len__(self) -> int:
-        return int(self._ids.numel())
+        return len(self._store)
 
     @property
     def codes(self) -> torch.Tensor:
-        return self._codes
+        """``uint8[len, nbytes]``, the live codes in insertion order. For a loaded index this is the
+        mapped file itself (read-only: do not write into it); after adds or removals, a copy."""
+        return self._store.live()[0]
 
     @property
     def ids(self) -> torch.Tensor:
-        return self._ids
+        """``int64[len]``, the ids of :attr:`codes`."""
+        return self._store.live()[1]
 
     def _pack(self, codes) -> torch.Tensor:
         t = torch.as_tensor(codes)
@@ -94,25 +81,51 @@ class Index:
         p = as_packed(t)
         if p.dim() != 2 or p.shape[1] != self.nbytes:
             raise IndexError_(f"packed codes must be uint8[N, {self.nbytes}] for {self.bits} bits, got {tuple(p.shape)}")
+        mask = padding_mask(self.bits)
+        if mask and p.shape[0]:
+            bad = torch.nonzero(p[:, -1] & mask).flatten()
+            if bad.numel():
+                # They would count in every distance.
+                raise IndexError_(f"packed code {int(bad[0])} has non-zero padding bits: a {self.bits}-bit code "
+                                  f"uses only the low {self.bits % 8} bits of its last byte (pack with pack_bits)")
         return p
 
     def add(self, codes, ids=None) -> "Index":
-        """Add codes (packed ``uint8`` or real / ±1 ``[N, bits]``); ids default to 0.. in order of addition."""
+        """Add codes (packed ``uint8`` or real / ±1 ``[N, bits]``) with their ids; ids default to
+        consecutive numbers after the largest id so far (``0..N-1`` for an empty index). Amortised:
+        the in-memory part grows geometrically, so N single-row adds cost O(N) copying."""
         p = self._pack(codes)
         if ids is None:
-            ids = torch.arange(len(self), len(self) + p.shape[0], dtype=torch.int64)
+            start = self._store.next_id()
+            ids = torch.arange(start, start + p.shape[0], dtype=torch.int64)
         ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(-1)
         if ids.numel() != p.shape[0]:
             raise IndexError_(f"{ids.numel()} ids for {p.shape[0]} codes")
-        self._codes = torch.cat([self._codes, p])
-        self._ids = torch.cat([self._ids, ids])
-        self._mih = None
+        self._store.add(p, ids)
+        return self
+
+    def remove(self, ids) -> int:
+        """Remove every row whose id is in ``ids``; returns how many rows went. Rows are marked dead
+        (tombstones) and skipped by every search; :meth:`compact` or ``save(..., compact=True)``
+        drops them for good (a full save always does)."""
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(-1)
+        return self._store.remove(ids)
+
+    def compact(self) -> "Index":
+        """Copy the live rows into memory, dropping tombstones (and the mapping of a loaded index)."""
+        self._store.compact()
         return self
 
     def multi_index(self) -> MultiIndex:
-        """The hash tables of ``kind="mih"`` (built now if the codes changed since the last build)."""
-        if self._mih is None:
-            self._mih = MultiIndex(self._codes, self.bits, self.m)
+        """The hash tables of ``kind="mih"`` over the live rows (built now if the rows changed since the
+        last build)."""
+        if self.kind != "mih":
+            raise ValueError('multi_index() applies to kind="mih" only')
+        codes = self._store.live()[0]
+        if self._mih is None or self._mih_codes is not codes:
+            self._mih, self._mih_codes = None, None  # free the old tables before building the new
+            self._mih = MultiIndex(codes, self.bits, self.m)
+            self._mih_codes = codes
         return self._mih
 
     def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,60 +134,79 @@ class Index:
             raise IndexError_("search on an empty index")
         q = self._pack(queries)
         if self.kind == "mih":
-            d, rows = self.multi_index().search(q, self._codes, int(k))
-        else:
-            d, rows = deephash_ext.hamming_topk(q, self._codes, int(k))
-        return d, self._ids[rows]
+            tables = self.multi_index()
+            codes, ids = self._store.live()
+            d, rows = tables.search(q, codes, int(k))
+            return d, ids[rows]
+        d, ids, _ = self._store.search(q, int(k))
+        return d, ids
 
-    def save(self, path) -> None:
-        if self.kind == "mih":
-            body = _HEADER.pack(MAGIC, _MIH_VERSION, self.bits, len(self)) + _MIH_FIELDS.pack(1, self.m or 0)
-        else:
-            body = _HEADER.pack(MAGIC, VERSION, self.bits, len(self))
-        body += self._ids.numpy().astype("<i8").tobytes() + self._codes.numpy().tobytes()
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(body + hashlib.sha256(body).digest())
-        os.replace(tmp, path)
+    def range_search(self, queries, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every code within Hamming ``radius`` (inclusive) of each query: ``(lims int64[Q+1],
+        distances int32[M], ids int64[M])``, query ``i``'s hits at ``lims[i]:lims[i+1]`` sorted by
+        (distance, insertion order) (FAISS's range-search layout; FAISS's own radius is exclusive)."""
+        lims, d, ids, _ = self._store.range_search(self._pack(queries), int(radius))
+        return lims, d, ids
+
+    def save(self, path, compact: bool = False, block_bytes: int | None = None) -> None:
+        """Write the index to ``path`` (format version 2), then serve it from the written file.
+
+        When ``path`` is the file this index was loaded from (or last saved to) and nobody saved
+        there since, the rows added and the removals since are appended in place (the file is not
+        rewritten); otherwise, or with ``compact=True``, the live rows are written to a new file
+        that replaces ``path`` atomically. Either way a reader sees the old version or the new one.
+        ``block_bytes`` sets the size of the checksum blocks (default 64 MiB of codes). The kind and
+        ``m`` go in the file's ``meta``; MIH tables are not written (rebuilt at the first search)."""
+        built = self._mih is not None and self._mih_codes is self._store.live()[0]
+        self._store.meta = {**self._store.meta, **self._meta()}
+        self._store.save(path, compact=compact, block_bytes=block_bytes)
+        if built:
+            # The same rows in the same order, now served from the file: the tables still hold.
+            self._mih_codes = self._store.live()[0]
 
     @classmethod
-    def load(cls, path) -> "Index":
+    def load(cls, path, verify: str = "lazy") -> "Index":
+        """Open an index file (version 1 or 2). Version 2 is memory-mapped: nothing but the header
+        and directory is read. ``verify``: ``"lazy"`` checks a part's block checksums the first time
+        it is searched, ``"full"`` checks every block now, ``"none"`` never (see :meth:`verify`)."""
+        store = CodeStore.load(path, verify=verify)
+        kind, m = store.meta.get("kind", "flat"), store.meta.get("m")
+        if kind not in KINDS:
+            raise IndexError_(f"{path}: index kind {kind!r} in the file's meta, this deephash knows "
+                              f'"flat" and "mih"')
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise IndexError_(f"{path}: cannot read index file ({e})") from e
-        if len(raw) < _HEADER.size + 32:
-            raise IndexError_(f"{path}: truncated index file ({len(raw)} bytes, shorter than the header)")
-        magic, version, bits, count = _HEADER.unpack_from(raw)
-        if magic != MAGIC:
-            raise IndexError_(f"{path}: not a deephash index file (bad magic {magic!r})")
-        if version not in (VERSION, _MIH_VERSION):
-            raise IndexError_(f"{path}: index file version {version}, this deephash reads versions {VERSION} "
-                              f"and {_MIH_VERSION}")
-        off = _HEADER.size
-        kind, m = "flat", None
-        if version == _MIH_VERSION:
-            if len(raw) < off + _MIH_FIELDS.size + 32:
-                raise IndexError_(f"{path}: truncated index file ({len(raw)} bytes, shorter than the header)")
-            kind_code, m_field = _MIH_FIELDS.unpack_from(raw, off)
-            if kind_code != 1:
-                raise IndexError_(f"{path}: corrupted index file (unknown index kind {kind_code})")
-            kind, m = "mih", (m_field or None)
-            off += _MIH_FIELDS.size
-        nbytes = (bits + 7) // 8
-        expected = off + count * (8 + nbytes) + 32
-        if bits < 1 or len(raw) != expected:
-            raise IndexError_(f"{path}: truncated or corrupted index file ({len(raw)} bytes, the header "
-                              f"announces {count} codes of {bits} bits = {expected} bytes)")
-        if hashlib.sha256(raw[:-32]).digest() != raw[-32:]:
-            raise IndexError_(f"{path}: corrupted index file (checksum mismatch)")
-        try:
-            idx = cls(bits, kind, m)
+            idx = cls(store.bits, kind, m)
         except ValueError as e:
-            raise IndexError_(f"{path}: corrupted index file ({e})") from e
-        idx._ids = torch.from_numpy(np.frombuffer(raw, dtype="<i8", count=count, offset=off).astype(np.int64))
-        off += 8 * count
-        idx._codes = torch.from_numpy(
-            np.frombuffer(raw, dtype=np.uint8, count=count * nbytes, offset=off).reshape(count, nbytes).copy())
+            raise IndexError_(f"{path}: corrupted index file meta ({e})") from e
+        idx._store = store
         return idx
+
+    def verify(self) -> int:
+        """Check every block's checksums and the padding bits; raises :class:`IndexError_` naming each
+        corrupted block. Returns the number of blocks checked (0 for an index never saved)."""
+        return self._store.verify()
+
+    def to_faiss(self):
+        """This index as a FAISS binary index (``IndexBinaryFlat``, or ``IndexBinaryIDMap`` around it
+        when the ids are not ``0..len-1``): the same bytes, so the same distances."""
+        from .faiss_interop import to_faiss
+
+        return to_faiss(self)
+
+    @classmethod
+    def from_faiss(cls, index, bits: int | None = None) -> "Index":
+        """An Index of the codes (and ids) of a FAISS ``IndexBinaryFlat`` / ``IndexBinaryIDMap``."""
+        from .faiss_interop import from_faiss
+
+        return from_faiss(cls, index, bits)
+
+    def shard(self, shards, directory) -> list[str]:
+        """Split the live rows into ``shards`` contiguous parts (a count, or a list of sizes) written to
+        ``directory`` with a manifest, for :mod:`deephash.distributed`; returns the shard paths."""
+        from .distributed import write_shards
+
+        return write_shards(self, shards, directory)
+
+    def __repr__(self) -> str:
+        extra = "" if self.kind == "flat" else f', kind="mih"' + ("" if self.m is None else f", m={self.m}")
+        return f"Index(bits={self.bits}{extra}, rows={len(self)})"

@@ -1,7 +1,8 @@
 """Retrieval metrics over binary codes, computed with the deephash_ext ops.
 
 Codes may be given as ±1 / real matrices ``[N, b]`` (bit = value > 0) or already packed ``uint8``; labels
-as class ids ``[N]`` or multi-hot ``[N, C]``. Relevant means same class id, or at least one shared label.
+as class ids ``[N]`` or multi-hot ``[N, C]``. Relevant means same class id, or at least one shared label
+(:func:`deephash.codes.relevance`). docs/metrics.md defines each metric and its tie convention.
 
 - ``mAP@k`` (:func:`mean_average_precision`): ``deephash_ext.topk_map(...).mean()``, the mean over ALL
   queries (a query with no relevant item in its top k counts 0), ranking by (Hamming distance, row).
@@ -19,47 +20,28 @@ as class ids ``[N]`` or multi-hot ``[N, C]``. Relevant means same class id, or a
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 import deephash_ext
 
+from .codes import as_labels, as_packed, relevance
+
 METRIC_KEYS = ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@1000", "P@r2")
-
-
-def as_packed(codes) -> torch.Tensor:
-    """Packed ``uint8[N, ceil(b/8)]`` codes from packed codes or a real / ±1 / 0-1 bool matrix ``[N, b]``
-    (a real matrix: bit = value > 0; a 0/1 ``uint8`` matrix must be given as bool or real)."""
-    t = torch.as_tensor(codes)
-    if t.dtype == torch.uint8:
-        return t.contiguous()
-    return deephash_ext.pack_bits(t.contiguous())
-
-
-def _labels(y) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(y))
-    return t.to(torch.int64) if t.dim() == 1 else t.to(torch.uint8)
-
-
-def _relevance(ql: torch.Tensor, dbl: torch.Tensor) -> torch.Tensor:
-    if ql.dim() == 1:
-        return ql[:, None] == dbl[None, :]
-    return (ql.float() @ dbl.float().T) > 0
 
 
 def mean_average_precision(q, db, q_labels, db_labels, k: int = 1000, ties: str = "index") -> float:
     """mAP@k (``k <= 0``: over the whole database), the mean over all queries of ``topk_map``."""
-    ap = deephash_ext.topk_map(as_packed(q), as_packed(db), _labels(q_labels), _labels(db_labels), k, ties)
+    ap = deephash_ext.topk_map(as_packed(q), as_packed(db), as_labels(q_labels), as_labels(db_labels), k, ties)
     return float(ap.mean())
 
 
 def precision_at_k(q, db, q_labels, db_labels, k: int = 1000, chunk: int = 256) -> float:
     qp, dp = as_packed(q), as_packed(db)
-    ql, dl = _labels(q_labels), _labels(db_labels)
+    ql, dl = as_labels(q_labels), as_labels(db_labels)
     total = 0.0
     for s in range(0, qp.shape[0], chunk):
         _, rows = deephash_ext.hamming_topk(qp[s:s + chunk], dp, k)
-        rel = _relevance(ql[s:s + chunk], dl)
+        rel = relevance(ql[s:s + chunk], dl)
         total += float(torch.gather(rel, 1, rows).double().mean(1).sum())
     return total / qp.shape[0]
 
@@ -67,12 +49,12 @@ def precision_at_k(q, db, q_labels, db_labels, k: int = 1000, chunk: int = 256) 
 def distance_histograms(q, db, q_labels, db_labels, bits: int, chunk: int = 128):
     """Per-query counts ``(all[Q, bits+1], relevant[Q, bits+1])`` of database items at each Hamming distance."""
     qp, dp = as_packed(q), as_packed(db)
-    ql, dl = _labels(q_labels), _labels(db_labels)
+    ql, dl = as_labels(q_labels), as_labels(db_labels)
     n_all = torch.zeros(qp.shape[0], bits + 1, dtype=torch.int64)
     n_rel = torch.zeros_like(n_all)
     for s in range(0, qp.shape[0], chunk):
         d = deephash_ext.hamming_distance(qp[s:s + chunk], dp).to(torch.int64)
-        rel = _relevance(ql[s:s + chunk], dl).to(torch.int64)
+        rel = relevance(ql[s:s + chunk], dl).to(torch.int64)
         n_all[s:s + chunk].scatter_add_(1, d, torch.ones_like(d))
         n_rel[s:s + chunk].scatter_add_(1, d, rel)
     return n_all, n_rel
@@ -140,3 +122,11 @@ def plot_pr_curve(curves: dict, path, title: str = "Precision-recall (Hamming ra
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def format_table(rows: list[dict], keys=METRIC_KEYS, first: str = "method") -> str:
+    """A markdown table of metric rows: column ``first`` (the row's name), then ``keys`` to 4 decimals."""
+    head = f"| {first} | " + " | ".join(keys) + " |"
+    sep = "|" + "---|" * (len(keys) + 1)
+    body = [f"| {r[first]} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
+    return "\n".join([head, sep, *body])

@@ -4,12 +4,15 @@
 
     m = get_method("itq", 64).fit(x_train)            # unsupervised
     m = get_method("csq", 64, epochs=20).fit(x_train, y_train)
+    m = get_method("hagcn", 64, filter="spline").fit(x_train)
     codes = m.encode(x)                                # ±1 float32 [N, 64]
+    m.save("model.pt"); load_model("model.pt")         # any method's model file (docs/formats.md)
 """
 from .base import HashMethod
 from .bihalf import BiHalf
 from .csq import CSQ
 from .dsh import DSH
+from .hagcn import HAGCN, PaperHAGCN
 from .hashnet import HashNet
 from .hybridhash import HybridHash
 from .itq import ITQ
@@ -18,16 +21,22 @@ from .pcah import PCAH
 from .sh import SH
 from .shc import SHC
 
-METHODS = {m.name: m for m in (LSH, PCAH, ITQ, SH, DSH, HashNet, BiHalf, CSQ, SHC, HybridHash)}
+METHODS = {m.name: m for m in (LSH, PCAH, ITQ, SH, DSH, HashNet, BiHalf, CSQ, SHC, HybridHash, HAGCN, PaperHAGCN)}
+
+load_model = HashMethod.load
+
+
+def _key(name: str) -> str:
+    return str(name).lower().replace("-", "").replace("_", "")
 
 
 def get_method(name: str, bits: int, **kwargs) -> HashMethod:
     """A new, unfitted method ``name`` of ``bits`` bits; ``kwargs`` are its options (and ``seed``)."""
-    key = str(name).lower().replace("-", "").replace("_", "")
-    if key not in METHODS:
+    by_key = {_key(n): cls for n, cls in METHODS.items()}
+    if _key(name) not in by_key:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[key](bits, **kwargs)
+    return by_key[_key(name)](bits, **kwargs)
 
 
-__all__ = ["HashMethod", "METHODS", "get_method", "LSH", "PCAH", "ITQ", "SH", "DSH", "HashNet", "BiHalf",
-           "CSQ", "SHC", "HybridHash"]
+__all__ = ["HashMethod", "METHODS", "get_method", "load_model", "LSH", "PCAH", "ITQ", "SH", "DSH", "HashNet",
+           "BiHalf", "CSQ", "SHC", "HybridHash", "HAGCN", "PaperHAGCN"]

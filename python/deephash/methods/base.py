@@ -1,9 +1,9 @@
-"""The small interface every hashing method of deephash shares.
+"""The small interface every hashing method of deephash shares, and the model file.
 
 A method maps float embeddings ``[N, d]`` to ``bits``-bit codes: :meth:`fit` learns from training
 embeddings (and, for supervised methods, the training labels), :meth:`encode` returns ±1 ``float32``
-codes ``[N, bits]`` (pack them with ``deephash_ext.pack_bits`` or give them to :class:`deephash.Index`),
-:meth:`save` / :meth:`load` keep the fitted state in one ``torch.save`` file.
+codes ``[N, bits]`` (pack them with :func:`deephash.codes.as_packed` or give them to
+:class:`deephash.Index`), :meth:`save` / :meth:`load` keep the fitted state in one ``torch.save`` file.
 
 Options of a method (epochs, learning rate, batch size, ...) are keyword arguments of its constructor
 with defaults, listed in the class attribute ``options`` (a dict name -> default); :meth:`save` stores
@@ -11,12 +11,25 @@ them so that :meth:`load` rebuilds the same method.
 
 Supervised methods set ``supervised = True``; their :meth:`fit` refuses ``y_train=None`` with a
 ``ValueError`` naming the method (:meth:`check_labels`). Labels are class ids ``[N]`` or multi-hot
-``[N, C]``; two items are similar when they share a label.
+``[N, C]``; two items are similar when they share a label (:func:`deephash.codes.relevance`).
+
+Methods that train in epochs set ``resumable = True`` and take ``fit(..., checkpoint=...)``: an object
+with ``restore(config, seed)`` (the state saved by the last finished epoch, or None) and
+``save(config, seed, epoch, history, **state)`` (:class:`deephash.run.Checkpoint`), so that a killed run
+resumes exactly where it stopped.
+
+The model file (``model.pt``, docs/formats.md): a ``torch.save`` dict ``{"method", "bits", "seed",
+"options", "state"}``. :meth:`HashMethod.load` also reads the older HAGCN files (``"format":
+"deephash.HAGCN"``) through :func:`deephash.methods.hagcn.upgrade_old_model_file`.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+
+OLD_HAGCN_FORMAT = "deephash.HAGCN"  # model files of HAGCN before it was a HashMethod
 
 
 class HashMethod:
@@ -24,6 +37,7 @@ class HashMethod:
 
     name = "base"
     supervised = False
+    resumable = False
     options: dict = {}
 
     def __init__(self, bits: int, seed: int = 0, **kwargs):
@@ -52,6 +66,11 @@ class HashMethod:
         """What identifies the model: method, bits, seed, input dimension and options."""
         return {"method": self.name, "bits": self.bits, "seed": self.seed, "in_dim": self.in_dim,
                 **self.get_options()}
+
+    @property
+    def label(self) -> str:
+        """How tables and plots name the method."""
+        return self.name
 
     def check_labels(self, x_train, y_train) -> None:
         """Refuse missing or mismatched training labels for a supervised method."""
@@ -82,11 +101,24 @@ class HashMethod:
 
     @classmethod
     def load(cls, path) -> "HashMethod":
-        return cls.from_saved(torch.load(path, map_location="cpu", weights_only=True), path)
+        """The method in a model file (``RUN/model.pt``, or the run directory ``RUN``)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "model.pt"
+        try:
+            blob = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{p}: cannot read a deephash model ({e})") from e
+        return cls.from_saved(blob, p)
 
     @classmethod
     def from_saved(cls, blob: dict, path) -> "HashMethod":
         """The method in a dict written by :meth:`save` and already read from ``path``."""
+        if isinstance(blob, dict) and blob.get("format") == OLD_HAGCN_FORMAT:
+            from .hagcn import upgrade_old_model_file
+            blob = upgrade_old_model_file(blob)
+        if not isinstance(blob, dict) or "method" not in blob or "state" not in blob:
+            raise ValueError(f"{path}: not a deephash model file")
         if cls.name != "base" and blob.get("method") != cls.name:
             raise ValueError(f"{path}: holds a {blob.get('method')!r} model, not {cls.name!r}")
         klass = cls
@@ -98,6 +130,29 @@ class HashMethod:
         m = klass(blob["bits"], seed=blob["seed"], **blob.get("options", {}))
         m.load_state_dict(blob["state"])
         return m
+
+
+class ProjectionMethod(HashMethod):
+    """Codes ``sign((x - mean) @ proj)``: the fitted state of LSH, PCAH and ITQ."""
+
+    def __init__(self, bits: int, seed: int = 0, **kwargs):
+        super().__init__(bits, seed, **kwargs)
+        self.mean = None
+        self.proj = None
+
+    def project(self, x) -> torch.Tensor:
+        if self.proj is None:
+            raise RuntimeError(f"{self.name}.encode before fit")
+        return (as_float(x) - self.mean) @ self.proj
+
+    def encode(self, x) -> torch.Tensor:
+        return sign(self.project(x))
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "proj": self.proj}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.proj = state["mean"], state["proj"]
 
 
 def as_float(x) -> torch.Tensor:

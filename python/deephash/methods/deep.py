@@ -38,20 +38,28 @@ class HashHead(nn.Module):
         return self.net(x)
 
 
-def similarity(ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    """Pairwise similarity ``1.0`` where two multi-hot label rows share a label, else ``0.0``."""
-    return ((ya @ yb.T) > 0).to(torch.float32)
-
-
 def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, batch_size: int,
-               weight_decay: float, seed: int, verbose: bool = False, name: str = "") -> list:
+               weight_decay: float, seed: int, verbose: bool = False, name: str = "", checkpoint=None,
+               config: dict | None = None) -> list:
     """Adam over seeded mini-batches of ``range(n)``; ``batch_loss(idx, step)`` returns the loss.
-    Drops a last batch of fewer than 2 items (pairwise losses need two). Returns the mean loss per epoch."""
+    Drops a last batch of fewer than 2 items (pairwise losses need two). Returns the mean loss per epoch.
+
+    With a ``checkpoint`` (see :class:`deephash.run.Checkpoint`), the network, optimiser, batch-order
+    generator and the global CPU random state (dropout) are saved after every epoch under ``config`` and
+    ``seed``, and a saved state is restored first, so that a resumed run ends as an uninterrupted one.
+    """
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
-    history, step = [], 0
+    history, step, start = [], 0, 0
+    state = checkpoint.restore(config, seed) if checkpoint is not None else None
+    if state is not None:
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optim"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        history, step, start = list(state["history"]), int(state["step"]), int(state["epoch"])
     bs = max(2, min(int(batch_size), n))
-    for epoch in range(int(epochs)):
+    for epoch in range(start, int(epochs)):
         net.train()
         perm = torch.randperm(n, generator=g)
         total, count = 0.0, 0
@@ -69,6 +77,9 @@ def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, ba
         history.append(total / max(1, count))
         if verbose:
             print(f"[{name}] epoch {epoch + 1}/{epochs} loss {history[-1]:.4f}", flush=True)
+        if checkpoint is not None:
+            checkpoint.save(config, seed, epoch + 1, history, net=net.state_dict(), optim=opt.state_dict(),
+                            generator=g.get_state(), rng=torch.get_rng_state(), step=step)
     net.eval()
     return history
 
@@ -90,6 +101,7 @@ class DeepHashMethod(HashMethod):
     """Base of the deep methods: subclasses implement :meth:`loss`."""
 
     options = dict(DEEP_OPTIONS)
+    resumable = True
 
     def __init__(self, bits: int, seed: int = 0, **kwargs):
         super().__init__(bits, seed, **kwargs)
@@ -131,10 +143,14 @@ class DeepHashMethod(HashMethod):
         pass
 
     # -- the shared machinery ----------------------------------------------------------------
+    def model_config(self) -> dict:
+        """The configuration a checkpoint must match: :attr:`config` without where and how verbosely it runs."""
+        return {k: v for k, v in self.config.items() if k not in ("threads", "verbose", "device")}
+
     def normalize(self, x) -> torch.Tensor:
         return (as_float(x) - self.mean) / self.scale
 
-    def fit(self, x_train, y_train=None) -> "DeepHashMethod":
+    def fit(self, x_train, y_train=None, *, checkpoint=None) -> "DeepHashMethod":
         self.check_labels(x_train, y_train)
         x = as_float(x_train)
         if x.dim() != 2 or x.shape[0] < 2:
@@ -158,7 +174,8 @@ class DeepHashMethod(HashMethod):
 
             self.history = train_loop(self.net, xn.shape[0], batch_loss, epochs=self.epochs, lr=self.lr,
                                       batch_size=self.batch_size, weight_decay=self.weight_decay,
-                                      seed=self.seed, verbose=self.verbose, name=self.name)
+                                      seed=self.seed, verbose=self.verbose, name=self.name,
+                                      checkpoint=checkpoint, config=self.model_config())
             with torch.no_grad():
                 self.after_fit(xn)
             self.net.cpu()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .deep import DeepHashMethod, similarity
+from ..codes import relevance
+from .deep import DeepHashMethod
 
 
 class DSH(DeepHashMethod):
@@ -23,7 +24,7 @@ class DSH(DeepHashMethod):
 
     def loss(self, out, x, y, idx, step):
         m = 2.0 * self.bits if self.margin is None else float(self.margin)
-        s = similarity(y, y)
+        s = relevance(y, y).to(torch.float32)
         d = torch.cdist(out, out).pow(2)
         n = out.shape[0]
         off = ~torch.eye(n, dtype=torch.bool, device=out.device)

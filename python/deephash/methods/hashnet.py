@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .deep import DeepHashMethod, similarity
+from ..codes import relevance
+from .deep import DeepHashMethod
 
 
 class HashNet(DeepHashMethod):
@@ -34,7 +35,7 @@ class HashNet(DeepHashMethod):
     def loss(self, out, x, y, idx, step):
         alpha = 10.0 / self.bits if self.alpha is None else float(self.alpha)
         h = torch.tanh(self.beta(step) * out)
-        s = similarity(y, y)
+        s = relevance(y, y).to(torch.float32)
         n = out.shape[0]
         off = ~torch.eye(n, dtype=torch.bool, device=out.device)
         theta = alpha * (h @ h.T)

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deep import DeepHashMethod, similarity
+from ..codes import relevance
+from .deep import DeepHashMethod
 
 KNOWN_IMAGE_SHAPES = {784: (1, 28, 28), 3072: (3, 32, 32)}
 CONFIGS = {
@@ -133,7 +134,7 @@ class HybridHash(DeepHashMethod):
 
     def loss(self, out, x, y, idx, step):
         u = torch.tanh(out)
-        s = similarity(y, y)
+        s = relevance(y, y).to(torch.float32)
         n = out.shape[0]
         off = ~torch.eye(n, dtype=torch.bool, device=out.device)
         theta = (u @ u.T) / 2

@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import HashMethod, as_float, pca, sign
+from .base import ProjectionMethod, as_float, pca
 
 
-class ITQ(HashMethod):
+class ITQ(ProjectionMethod):
     name = "itq"
     options = {"iterations": 50}
-
-    def __init__(self, bits: int, seed: int = 0, **kwargs):
-        super().__init__(bits, seed, **kwargs)
-        self.mean = None
-        self.proj = None
 
     def fit(self, x_train, y_train=None) -> "ITQ":
         x = as_float(x_train)
@@ -39,14 +34,3 @@ class ITQ(HashMethod):
         self.mean = mean
         self.proj = (w.to(torch.float64) @ r).to(torch.float32)
         return self
-
-    def encode(self, x) -> torch.Tensor:
-        if self.proj is None:
-            raise RuntimeError(f"{self.name}.encode before fit")
-        return sign((as_float(x) - self.mean) @ self.proj)
-
-    def state_dict(self) -> dict:
-        return {"mean": self.mean, "proj": self.proj}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.mean, self.proj = state["mean"], state["proj"]

@@ -1,4 +1,4 @@
-"""Models of deephash."""
-from .hagcn import FILTERS, HAGCN, default_config
+"""The networks of the HAGCN methods (:mod:`deephash.methods.hagcn` trains them)."""
+from .hagcn import FILTERS, HAGCNNet, PaperHAGCNNet, canonical_filter
 
-__all__ = ["HAGCN", "FILTERS", "default_config"]
+__all__ = ["FILTERS", "HAGCNNet", "PaperHAGCNNet", "canonical_filter"]
