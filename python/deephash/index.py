@@ -9,10 +9,10 @@ new file atomically or appends to the file the index came from. Search results a
 ``Index(bits, kind="flat")`` scans every live code per query (``hamming_topk``); ``kind="mih"`` answers
 the same searches, with the same results, through multi-index hash tables (:mod:`deephash.mih`) built
 at the first search after the rows change. The kind and ``m`` are saved in the file's ``meta``
-(``{"kind": "mih", "m": m}``, ``m`` absent when chosen from the row count); the tables are not saved:
-reading them back measured faster than rebuilding them, but they take several times the space of
-the codes, so a file would grow that much and lose its mapping for nothing more than a faster first
-search (``benchmarks/results/mih-cpu-2026-12-01.md``).
+(``{"kind": "mih", "m": m}``, ``m`` absent when chosen from the row count); the tables are not saved
+but rebuilt by the first search after a load. Mapping stored tables back measured 9-18x faster than
+that rebuild, but they would make the file 2.3-7.1x larger, every full save slower, and any append
+stale (``benchmarks/results/mih-cpu-2026-12-01.md``).
 """
 from __future__ import annotations
 
