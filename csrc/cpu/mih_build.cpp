@@ -13,9 +13,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <tuple>
 #include <vector>
