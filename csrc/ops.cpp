@@ -31,4 +31,14 @@ TORCH_LIBRARY(deephash_ext, m) {
   m.def(
       "_spectral_filter_backward(Tensor grad_y, Tensor x, Tensor zx, Tensor theta, Tensor evals, Tensor evecs, "
       "str basis, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // Multi-index hashing (exact k nearest codes, CPU only; layout in csrc/common/mih_tables.h).
+  // mih_build -> (rows int32[m, N], offsets int32[m, U + 1], slots int64[m, P], bucket_codes uint8[m, N, B]).
+  m.def("mih_build(Tensor codes, int bits, int m) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Returns exactly hamming_topk(q, codes, k); mode "auto" scans where probing would cost more,
+  // "probe" always probes.
+  m.def(
+      "mih_search(Tensor q, Tensor codes, Tensor rows, Tensor offsets, Tensor slots, Tensor bucket_codes, int bits, "
+      "int k, str mode) -> "
+      "(Tensor, Tensor)");
 }

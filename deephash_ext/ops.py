@@ -351,3 +351,100 @@ def _spectral_filter_backward(ctx, grad_y, _grad_evals, _grad_evecs, _grad_zx):
 
 torch.library.register_autograd("deephash_ext::_spectral_filter_forward", _spectral_filter_backward,
                                 setup_context=_spectral_filter_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-index hashing: exact k nearest codes without reading every code (CPU only)
+
+MIH_MAX_SUBSTRING_BITS = 32
+
+
+def mih_substrings(bits: int, m: int) -> list[tuple[int, int]]:
+    """``(first bit, length)`` of each of the m substrings of ``bits``-bit codes: lengths
+    ``floor(bits / m)`` or ``ceil(bits / m)``, the longer ones first."""
+    base, longer = divmod(bits, m)
+    out, s = [], 0
+    for z in range(m):
+        n = base + (z < longer)
+        out.append((s, n))
+        s += n
+    return out
+
+
+def _check_mih_layout(bits: int, nbytes, m: int, op: str) -> None:
+    torch._check(bits >= 1, lambda: f"{op}: bits must be >= 1, got {bits}")
+    torch._check((bits + 7) // 8 == nbytes, lambda: f"{op}: {bits}-bit codes are {(bits + 7) // 8} bytes wide, "
+                                                    f"but the codes have {nbytes} bytes per row")
+    lo = -(-bits // MIH_MAX_SUBSTRING_BITS)
+    torch._check(lo <= m <= bits, lambda: f"{op}: m (the number of substrings) must be in [{lo}, {bits}] for "
+                                          f"{bits}-bit codes (substrings of 1 to 32 bits), got {m}")
+
+
+def mih_build(codes: Tensor, bits: int, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Multi-index hash tables of packed codes ``uint8[N, B]``, ``B = ceil(bits/8)``, cut into m substrings
+    of at most 32 bits (:func:`mih_substrings`):
+    ``(rows int32[m, N], offsets int32[m, U + 1], slots int64[m, P], bucket_codes uint8[m, N, B])``.
+
+    Per substring z, ``rows[z]`` lists the row ids ordered by (substring value, row),
+    ``rows[z, offsets[z, b]:offsets[z, b + 1]]`` is bucket b (U: the most distinct values of any
+    substring; a shorter row of offsets is padded with N), and ``slots[z]`` is an open-addressing table
+    (linear probing from ``(value * 0x9E3779B97F4A7C15 mod 2^64) >> (64 - log2 P)``, load at most 1/2)
+    whose entries are ``value << 32 | b``, or -1 when empty; ``bucket_codes[z] = codes[rows[z]]``, so that
+    a bucket's codes are compared in sequence. At most ``2^31 - 2`` codes. CPU only: no CUDA kernel is
+    registered, so the dispatcher refuses a CUDA tensor ("Could not run 'deephash_ext::mih_build' with
+    arguments from the 'CUDA' backend").
+    """
+    return _lib.mih_build.default(codes, bits, m)
+
+
+def mih_search(q: Tensor, codes: Tensor, rows: Tensor, offsets: Tensor, slots: Tensor, bucket_codes: Tensor,
+               bits: int, k: int, mode: str = "auto") -> tuple[Tensor, Tensor]:
+    """Exactly ``hamming_topk(q, codes, k)`` (same values, same (distance, row) order, ``min(k, N)``
+    columns), found by multi-index hashing over the tables of :func:`mih_build` (built from ``codes``).
+
+    ``mode="auto"`` probes a query until its modelled cost passes a budget (one scan; for the batch's first
+    16 queries ``Q / 640`` scans, within [0.25, 1]), then scans it instead, and scans the rest of the
+    batch when those first queries show that probing costs about as much as scanning or more;
+    ``mode="probe"`` runs the multi-index search alone on every query (for tests and measurements: with
+    long substrings or codes without structure it can be far slower than a scan). CPU only: the
+    dispatcher refuses CUDA tensors, as for :func:`mih_build` (``hamming_topk`` scans on the GPU).
+    """
+    return _lib.mih_search.default(q, codes, rows, offsets, slots, bucket_codes, bits, k, mode)
+
+
+@torch.library.register_fake("deephash_ext::mih_build")
+def _mih_build_fake(codes, bits, m):
+    _check_codes(codes, "codes")
+    _check_mih_layout(bits, codes.shape[1], m, "mih_build")
+    ctx = torch.library.get_ctx()
+    u1 = ctx.new_dynamic_size(min=1)  # 1 + the most distinct values of any substring
+    p = ctx.new_dynamic_size(min=2)
+    n = codes.shape[0]
+    return (codes.new_empty((m, n), dtype=torch.int32), codes.new_empty((m, u1), dtype=torch.int32),
+            codes.new_empty((m, p), dtype=torch.int64), codes.new_empty((m, n, codes.shape[1])))
+
+
+@torch.library.register_fake("deephash_ext::mih_search")
+def _mih_search_fake(q, codes, rows, offsets, slots, bucket_codes, bits, k, mode):
+    _check_codes(q, "q")
+    _check_codes(codes, "codes")
+    torch._check(q.shape[1] == codes.shape[1], lambda: "mih_search: q and codes must have the same byte width")
+    torch._check(q.device == codes.device,
+                 lambda: f"mih_search: q and codes must be on the same device, got {q.device} and {codes.device}")
+    for t in (rows, offsets, slots, bucket_codes):
+        torch._check(t.device == codes.device, lambda: f"mih_search: the tables must be on the device of the codes "
+                                                       f"({codes.device}), got {t.device}")
+    torch._check(mode in ("auto", "probe"), lambda: f'mih_search: mode must be "auto" or "probe", got "{mode}"')
+    torch._check(k >= 1, lambda: f"mih_search: k must be >= 1, got {k}")
+    torch._check(rows.dtype == torch.int32 and rows.dim() == 2, lambda: "mih_search: rows must be int32[m, N]")
+    torch._check(rows.shape[1] == codes.shape[0], lambda: "mih_search: the tables do not belong to these codes")
+    torch._check(offsets.dtype == torch.int32 and offsets.dim() == 2 and offsets.shape[0] == rows.shape[0],
+                 lambda: "mih_search: offsets must be int32[m, U + 1]")
+    torch._check(slots.dtype == torch.int64 and slots.dim() == 2 and slots.shape[0] == rows.shape[0],
+                 lambda: "mih_search: slots must be int64[m, P]")
+    torch._check(bucket_codes.dtype == torch.uint8 and bucket_codes.dim() == 3
+                 and bucket_codes.shape[0] == rows.shape[0] and bucket_codes.shape[1] == codes.shape[0]
+                 and bucket_codes.shape[2] == codes.shape[1], lambda: "mih_search: bucket_codes must be uint8[m, N, B]")
+    _check_mih_layout(bits, codes.shape[1], rows.shape[0], "mih_search")
+    kk = torch.sym_min(k, codes.shape[0])
+    return q.new_empty((q.shape[0], kk), dtype=torch.int32), q.new_empty((q.shape[0], kk), dtype=torch.int64)

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["pack_bits", "unpack_bits", "hamming_distance", "hamming_topk", "hamming_range", "topk_map",
-           "normalized_laplacian", "eigh", "spectral_filter", "chebyshev_basis", "spline_basis", "literature_topk_map"]
+           "normalized_laplacian", "eigh", "spectral_filter", "chebyshev_basis", "spline_basis", "mih_build",
+           "mih_search", "literature_topk_map"]
 
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
 
@@ -180,6 +181,54 @@ def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str = "chebyshev
     phi = chebyshev_basis(lam, K) if basis == "chebyshev" else spline_basis(lam, K)
     g = (phi * th[:, None, :]).sum(-1)
     return U @ (g[..., None] * (U.mT @ x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-index hashing: the tables built the slow, obvious way, and the search's answer (the exact
+# top-k: the tables only make it faster).
+
+
+def mih_build(codes: Tensor, bits: int, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    if not 1 <= bits or (bits + 7) // 8 != codes.shape[1]:
+        raise ValueError(f"mih_build: {bits}-bit codes need {(bits + 7) // 8} bytes, got {codes.shape[1]}")
+    if not -(-bits // 32) <= m <= bits:
+        raise ValueError(f"mih_build: m={m} out of range for {bits}-bit codes")
+    n = codes.shape[0]
+    b = unpack_bits(codes, bits).long()
+    sorted_rows, buckets = [], []
+    base, longer = divmod(bits, m)
+    lengths = [base + (z < longer) for z in range(m)]
+    for z, length in enumerate(lengths):
+        start = sum(lengths[:z])
+        values = (b[:, start:start + length] << torch.arange(length)).sum(1)
+        order = torch.sort(values, stable=True).indices
+        distinct, counts = torch.unique_consecutive(values[order], return_counts=True)
+        sorted_rows.append(order.to(torch.int32))
+        buckets.append((distinct.tolist(), (counts.cumsum(0) - counts).tolist()))
+    u = max(len(d) for d, _ in buckets)
+    p = 2
+    while p < 2 * u:
+        p *= 2
+    log2p = p.bit_length() - 1
+    rows = torch.stack(sorted_rows) if sorted_rows else torch.zeros(0, n, dtype=torch.int32)
+    offsets = torch.full((m, u + 1), n, dtype=torch.int32)
+    slots = torch.full((m, p), -1, dtype=torch.int64)
+    for z, (distinct, starts) in enumerate(buckets):
+        offsets[z, :len(starts)] = torch.tensor(starts, dtype=torch.int32)
+        for bucket, value in enumerate(distinct):
+            i = ((value * 0x9E3779B97F4A7C15) % (1 << 64)) >> (64 - log2p)
+            while slots[z, i] != -1:
+                i = (i + 1) % p
+            entry = (value << 32) | bucket
+            slots[z, i] = entry - (1 << 64) if entry >= 1 << 63 else entry  # the int64 of those 64 bits
+    return rows, offsets, slots, codes[rows.long()]
+
+
+def mih_search(q: Tensor, codes: Tensor, rows: Tensor, offsets: Tensor, slots: Tensor, bucket_codes: Tensor,
+               bits: int, k: int, mode: str = "auto") -> tuple[Tensor, Tensor]:
+    if mode not in ("auto", "probe"):
+        raise ValueError(f'mih_search: mode must be "auto" or "probe", got "{mode}"')
+    return hamming_topk(q, codes, k)
 
 
 # ---------------------------------------------------------------------------------------------

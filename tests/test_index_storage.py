@@ -378,20 +378,22 @@ def test_remove_reports_counts_and_default_ids_do_not_repeat():
 
 
 def test_meta_travels_with_the_file(tmp_path):
+    # The index's own facts (kind="mih", m) and any other key of the meta survive saves, appends,
+    # compaction and sharding.
     p = tmp_path / "meta.idx"
-    idx = Index(16).add(packed(20, 16, 0))
-    idx._store.meta = {"kind": "mih", "m": 2}
+    idx = Index(16, kind="mih", m=2).add(packed(20, 16, 0))
     idx.save(p)
     back = Index.load(p)
-    assert back._store.meta == {"kind": "mih", "m": 2}
+    assert back._store.meta == {"kind": "mih", "m": 2} and back.kind == "mih" and back.m == 2
     back.add(packed(3, 16, 1))
-    back._store.meta["m"] = 3
+    back._store.meta["note"] = 3
     back.save(p)  # an append writes a new directory, with the new meta
-    assert len(Index.load(p)._store.file.state.extents) == 2 and Index.load(p)._store.meta["m"] == 3
+    assert len(Index.load(p)._store.file.state.extents) == 2 and Index.load(p)._store.meta["note"] == 3
     back.compact()
-    assert back._store.meta == {"kind": "mih", "m": 3}
+    assert back._store.meta == {"kind": "mih", "m": 2, "note": 3}
     back.shard(2, tmp_path / "sh")
-    assert Index.load(tmp_path / "sh" / "shard-00001-of-00002.idx")._store.meta["kind"] == "mih"
+    shard = Index.load(tmp_path / "sh" / "shard-00001-of-00002.idx")
+    assert shard._store.meta["kind"] == "mih" and shard.kind == "mih" and shard.m == 2
 
 
 def test_compact_drops_the_mapping(tmp_path):

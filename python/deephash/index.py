@@ -5,6 +5,14 @@ the format of :mod:`deephash.index_file` (also in docs/formats.md): :meth:`Index
 (no copy of the codes or ids; opening costs the header and directory), :meth:`Index.save` writes a
 new file atomically or appends to the file the index came from. Search results are ordered by
 (distance, insertion order), removed rows excluded.
+
+``Index(bits, kind="flat")`` scans every live code per query (``hamming_topk``); ``kind="mih"`` answers
+the same searches, with the same results, through multi-index hash tables (:mod:`deephash.mih`) built
+at the first search after the rows change. The kind and ``m`` are saved in the file's ``meta``
+(``{"kind": "mih", "m": m}``, ``m`` absent when chosen from the row count); the tables are not saved
+but rebuilt by the first search after a load. Mapping stored tables back measured 9-18x faster than
+that rebuild, but they would make the file 2.3-7.1x larger, every full save slower, and any append
+stale (``benchmarks/results/mih-cpu-2026-12-01.md``).
 """
 from __future__ import annotations
 
@@ -15,20 +23,42 @@ import deephash_ext
 
 from .index_file import IndexError_, padding_mask
 from .codes import as_packed
+from .mih import MultiIndex, check_m
 from .storage import CodeStore
 
 __all__ = ["Index", "IndexError_"]
 
+KINDS = ("flat", "mih")
+
 
 class Index:
-    """An exact Hamming index over ``bits``-bit codes."""
+    """An exact Hamming index over ``bits``-bit codes.
 
-    def __init__(self, bits: int):
+    ``kind="mih"`` searches by multi-index hashing over ``m`` substrings (default: chosen from the
+    number of rows at each build, see :func:`deephash.mih.default_m`); its results equal
+    ``kind="flat"``'s.
+    """
+
+    def __init__(self, bits: int, kind: str = "flat", m: int | None = None):
         if isinstance(bits, bool) or not 1 <= int(bits) <= 1 << 20:
             raise ValueError(f"bits must be in 1..{1 << 20}, got {bits}")
+        if kind not in KINDS:
+            raise ValueError(f'kind must be "flat" or "mih", got {kind!r}')
+        if m is not None and kind != "mih":
+            raise ValueError('m (the number of substrings) applies to kind="mih" only')
         self.bits = int(bits)
         self.nbytes = (self.bits + 7) // 8
+        self.kind = kind
+        self.m = None if m is None else check_m(m, self.bits)
         self._store = CodeStore(self.bits)
+        self._store.meta = self._meta()
+        self._mih: MultiIndex | None = None
+        self._mih_codes: torch.Tensor | None = None  # the live codes the tables were built from
+
+    def _meta(self) -> dict:
+        if self.kind == "flat":
+            return {}
+        return {"kind": "mih"} if self.m is None else {"kind": "mih", "m": self.m}
 
     def __len__(self) -> int:
         return len(self._store)
@@ -86,11 +116,28 @@ class Index:
         self._store.compact()
         return self
 
+    def multi_index(self) -> MultiIndex:
+        """The hash tables of ``kind="mih"`` over the live rows (built now if the rows changed since the
+        last build)."""
+        if self.kind != "mih":
+            raise ValueError('multi_index() applies to kind="mih" only')
+        codes = self._store.live()[0]
+        if self._mih is None or self._mih_codes is not codes:
+            self._mih, self._mih_codes = None, None  # free the old tables before building the new
+            self._mih = MultiIndex(codes, self.bits, self.m)
+            self._mih_codes = codes
+        return self._mih
+
     def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distances int32[Q, k'], ids int64[Q, k'])``, ``k' = min(k, len)``, sorted by (distance, insertion order)."""
         q = self._pack(queries)
         if len(self) == 0:  # an empty database: no neighbours, as hamming_topk with N = 0
             return torch.empty(q.shape[0], 0, dtype=torch.int32), torch.empty(q.shape[0], 0, dtype=torch.int64)
+        if self.kind == "mih":
+            tables = self.multi_index()
+            codes, ids = self._store.live()
+            d, rows = tables.search(q, codes, int(k))
+            return d, ids[rows]
         d, ids, _ = self._store.search(q, int(k))
         return d, ids
 
@@ -108,8 +155,14 @@ class Index:
         there since, the rows added and the removals since are appended in place (the file is not
         rewritten); otherwise, or with ``compact=True``, the live rows are written to a new file
         that replaces ``path`` atomically. Either way a reader sees the old version or the new one.
-        ``block_bytes`` sets the size of the checksum blocks (default 64 MiB of codes)."""
+        ``block_bytes`` sets the size of the checksum blocks (default 64 MiB of codes). The kind and
+        ``m`` go in the file's ``meta``; MIH tables are not written (rebuilt at the first search)."""
+        built = self._mih is not None and self._mih_codes is self._store.live()[0]
+        self._store.meta = {**self._store.meta, **self._meta()}
         self._store.save(path, compact=compact, block_bytes=block_bytes)
+        if built:
+            # The same rows in the same order, now served from the file: the tables still hold.
+            self._mih_codes = self._store.live()[0]
 
     @classmethod
     def load(cls, path, verify: str = "lazy") -> "Index":
@@ -117,7 +170,14 @@ class Index:
         and directory is read. ``verify``: ``"lazy"`` checks a part's block checksums the first time
         it is searched, ``"full"`` checks every block now, ``"none"`` never (see :meth:`verify`)."""
         store = CodeStore.load(path, verify=verify)
-        idx = cls(store.bits)
+        kind, m = store.meta.get("kind", "flat"), store.meta.get("m")
+        if kind not in KINDS:
+            raise IndexError_(f"{path}: index kind {kind!r} in the file's meta, this deephash knows "
+                              f'"flat" and "mih"')
+        try:
+            idx = cls(store.bits, kind, m)
+        except ValueError as e:
+            raise IndexError_(f"{path}: corrupted index file meta ({e})") from e
         idx._store = store
         return idx
 
@@ -148,4 +208,5 @@ class Index:
         return write_shards(self, shards, directory)
 
     def __repr__(self) -> str:
-        return f"Index(bits={self.bits}, rows={len(self)})"
+        extra = "" if self.kind == "flat" else f', kind="mih"' + ("" if self.m is None else f", m={self.m}")
+        return f"Index(bits={self.bits}{extra}, rows={len(self)})"
