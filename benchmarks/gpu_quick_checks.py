@@ -116,6 +116,10 @@ def ops_once(dev):
     d, i = de.hamming_topk(q.to(dev), db.to(dev), 50)
     rd, ri = de.hamming_topk(q, db, 50)
     assert torch.equal(d.cpu(), rd) and torch.equal(i.cpu(), ri)
+    for radius in (0, 50, 64, 200):
+        got = de.hamming_range(q.to(dev), db.to(dev), radius)
+        for a, b in zip(got, de.hamming_range(q, db, radius), strict=True):
+            assert torch.equal(a.cpu(), b), ("hamming_range", radius)
     ql, dl = torch.randint(0, 4, (20,), generator=g), torch.randint(0, 4, (3000,), generator=g)
     for k, ties in ((0, "index"), (100, "index"), (0, "average")):
         got = de.topk_map(q.to(dev), db.to(dev), ql.to(dev), dl.to(dev), k, ties).cpu()
