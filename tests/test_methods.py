@@ -72,6 +72,22 @@ def test_save_load_round_trip(name, data, tmp_path):
         METHODS[other].load(p)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks loading where there is no CUDA")
+@pytest.mark.parametrize("name", ["dsh", "hagcn"])
+def test_a_model_trained_on_a_gpu_loads_on_the_cpu(name, data, tmp_path):
+    x, y = data
+    m = _make(name, 16, seed=5).fit(x, y if METHODS[name].supervised else None)
+    p = tmp_path / "m.pt"
+    m.save(p)
+    blob = torch.load(p, weights_only=True)
+    assert "device" in blob["options"]
+    blob["options"]["device"] = "cuda:0"  # as written by a run with --device cuda
+    torch.save(blob, p)
+    with pytest.warns(UserWarning, match="runs on the CPU"):
+        m2 = HashMethod.load(p)
+    assert m2.device == "cpu" and torch.equal(m2.encode(x), m.encode(x))
+
+
 @pytest.mark.parametrize("name", [n for n, c in METHODS.items() if c.supervised])
 def test_supervised_methods_refuse_missing_labels(name, data):
     x, _ = data
@@ -297,3 +313,15 @@ def test_run_directory_of_a_deep_method_resumes(tmp_path, split_npz):
     resumed, _ = train_and_evaluate(split, get_method("dsh", 16, epochs=3), tmp_path / "run", resume=True)
     assert resumed["loss_history"] == whole["loss_history"] and len(whole["loss_history"]) == 3
     assert resumed["mAP@all"] == whole["mAP@all"]
+
+
+def test_checkpoint_save_is_atomic(tmp_path):
+    from deephash.run import Checkpoint
+
+    run = tmp_path / "run"
+    ck = Checkpoint(run / "checkpoint.pt", resume=True)
+    ck.save({"a": 1}, 0, 1, [0.5], model={"w": torch.ones(2)})
+    with pytest.raises(Exception):  # a save that fails half-way (torch.save cannot pickle a lambda)
+        ck.save({"a": 1}, 0, 2, [0.5, 0.4], model=lambda: None)
+    assert ck.restore({"a": 1}, 0)["epoch"] == 1  # the previous checkpoint, whole
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]  # no temporary left behind

@@ -162,6 +162,12 @@ class HashMethod:
         options = blob.get("options", {})
         if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
             raise ValueError(f"{path}: not a deephash model file ('options' must be a dict of options)")
+        # The device a model trained on is where it runs, not part of the model (as torch.load's
+        # map_location): a model trained on a GPU still loads and encodes where there is none.
+        device = options.get("device")
+        if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(f"{path}: trained with device={device!r}; no CUDA here, so it runs on the CPU")
+            options = {**options, "device": "cpu"}
         # A file of the right layout may still hold anything: whatever goes wrong rebuilding the method
         # from it, or encoding one row with it, is the file's fault.
         try:
