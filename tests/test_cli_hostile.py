@@ -655,6 +655,22 @@ def _(ws, t):
     return search_args(ws, "--grid", t / "no" / "g.png", "--data", ws.split), ["g.png"]
 
 
+@case("search: --data without --grid (it would do nothing)")
+def _(ws, t):
+    return search_args(ws, "--data", ws.split), ["--data", "--grid"]
+
+
+@case("search: --per-class and --seed without --grid")
+def _(ws, t):
+    return search_args(ws, "--per-class", 3, "--seed", 1), ["--per-class", "--seed", "--grid"]
+
+
+@case("search: --grid of a shard folder")
+def _(ws, t):
+    assert main(["shard", "--index", str(ws.idx), "--shards", "2", "--out", str(t / "sh")]) == 0
+    return search_args(ws, "--grid", t / "g.png", index=t / "sh"), ["--grid", "sh"]
+
+
 @case("search: sharded, --device cuda without CUDA")
 def _(ws, t):
     if torch.cuda.is_available():

@@ -245,7 +245,10 @@ def cmd_search(args) -> int:
     from .codes import load_codes, write_npz
     from .index import Index
 
+    grid = _grid_options(args)
     if Path(args.index).is_dir():  # a shard folder: sharded search (deephash.distributed)
+        if args.grid:
+            raise UsageError(f"--grid: draws the neighbours of an index file; {args.index} is a shard folder")
         from .distributed import cmd_search_sharded
         return cmd_search_sharded(args, load_codes)
     for opt, value in (("--device", args.device), ("--timeout", args.timeout)):
@@ -265,8 +268,8 @@ def cmd_search(args) -> int:
     if args.grid:
         from .viz import grid_for_search
 
-        print(grid_for_search(idx, c, codes_path=args.codes, index_path=args.index, data=args.data, out=args.grid,
-                              split_seed=args.split_seed, k=args.k, per_class=args.per_class, seed=args.seed))
+        print(grid_for_search(idx, c, codes_path=args.codes, index_path=args.index, data=grid["data"], out=args.grid,
+                              split_seed=args.split_seed, k=args.k, per_class=grid["per_class"], seed=grid["seed"]))
     return 0
 
 
@@ -392,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show", type=_int_in(0), default=5, help="queries to print")
     s.add_argument("--grid", default=None, metavar="PNG",
                    help="write a neighbour grid of a few queries per class (data that can be drawn)")
-    _grid_args(s, data_default="fashion-mnist")
+    _grid_args(s, data_default="fashion-mnist", only_with_grid=True)
     s.set_defaults(func=cmd_search)
     from .distributed import add_cli
     add_cli(sub, s)  # search's sharded-search options, and `deephash shard`
@@ -431,12 +434,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _grid_args(p: argparse.ArgumentParser, data_default) -> None:
-    """The neighbour grid's options."""
-    p.add_argument("--data", default=data_default, help="the data set of the codes (the grid's pictures and labels)")
+GRID_DEFAULTS = {"data": "fashion-mnist", "per_class": 2, "seed": 0}
+
+
+def _grid_args(p: argparse.ArgumentParser, data_default, only_with_grid: bool = False) -> None:
+    """The neighbour grid's options. ``only_with_grid``: they default to None, so that giving one without
+    ``--grid`` can be refused (see :func:`_grid_options`)."""
+    unset = only_with_grid
+    p.add_argument("--data", default=None if unset else data_default,
+                   help="the data set of the codes (the grid's pictures and labels)"
+                   + (f"; default {GRID_DEFAULTS['data']}" if unset else ""))
     p.add_argument("--split-seed", type=_SEED, default=None)
-    p.add_argument("--per-class", type=int, default=2, help="grid queries per class")
-    p.add_argument("--seed", type=_SEED, default=0, help="seed of the grid's query draw")
+    p.add_argument("--per-class", type=int, default=None if unset else GRID_DEFAULTS["per_class"],
+                   help=f"grid queries per class (default {GRID_DEFAULTS['per_class']})")
+    p.add_argument("--seed", type=_SEED, default=None if unset else GRID_DEFAULTS["seed"],
+                   help=f"seed of the grid's query draw (default {GRID_DEFAULTS['seed']})")
+
+
+def _grid_options(args) -> dict:
+    """``search``'s grid options, defaults filled in; given without ``--grid`` they would do nothing, so
+    they are refused."""
+    given = {"--data": args.data, "--split-seed": args.split_seed, "--per-class": args.per_class, "--seed": args.seed}
+    if not args.grid:
+        named = [opt for opt, v in given.items() if v is not None]
+        if named:
+            raise UsageError(f"{', '.join(named)}: only the neighbour grid uses {'them' if len(named) > 1 else 'it'} "
+                             f"(add --grid PNG)")
+        return {}
+    return {key: GRID_DEFAULTS[key] if getattr(args, key) is None else getattr(args, key) for key in GRID_DEFAULTS}
 
 
 def _one_line(e: BaseException) -> str:
