@@ -45,7 +45,7 @@ def test_end_to_end_tiny(tmp_path, tiny_npz):
     assert all(np.isfinite(info["history"]))
     with np.load(out) as z:
         x, y = z["x"], z["y"]
-    assert x.shape == (120, 36 * TINY.width) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert x.shape == (120, 9 * 4 * TINY.width) and x.dtype == np.float32 and np.isfinite(x).all()
     assert np.array_equal(y, _images()[1])
     assert x.std(axis=0).max() > 0  # not a constant map
     split = load_data(out)  # the other commands read it (standard protocol split)
@@ -60,7 +60,7 @@ def test_pixel_rows_npz_and_no_labels(tmp_path):
     info = self_supervised_embeddings(p, out, config=TINY, cache_dir=tmp_path / "c", progress=False)
     assert info["y"] is None
     with np.load(out) as z:
-        assert sorted(z.files) == ["x"] and z["x"].shape == (64, 36 * TINY.width)
+        assert sorted(z.files) == ["x"] and z["x"].shape == (64, 9 * 4 * TINY.width)
 
 
 def test_deterministic_under_seed(tmp_path, tiny_npz):
@@ -187,7 +187,7 @@ def test_cli_embed_self_supervised(tmp_path, tiny_npz, monkeypatch, capsys):
     assert main(args + ["--out", str(tmp_path / "b.npz")]) == 0
     assert "from the cache" in capsys.readouterr().out
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
-    assert a["x"].shape == (120, 144) and np.array_equal(a["x"], b["x"]) and np.array_equal(a["y"], b["y"])
+    assert a["x"].shape == (120, 9 * 16) and np.array_equal(a["x"], b["x"]) and np.array_equal(a["y"], b["y"])
 
 
 def test_cli_demo_on_self_supervised_embeddings(tmp_path, monkeypatch, capsys):
