@@ -151,6 +151,14 @@ def test_resumes_after_kill(tmp_path, tiny_npz):
     assert np.array_equal(resumed["x"], whole["x"])
 
 
+def test_damaged_cache_entry_is_refused_by_name(tmp_path, tiny_npz, capsys):
+    cache = tmp_path / "c"
+    self_supervised_embeddings(tiny_npz, config=TINY, cache_dir=cache, progress=False)
+    (cache / "embeddings.npz").write_bytes(b"not a zip")
+    with pytest.raises(selfsup.SelfSupError, match="embeddings.npz: a damaged cache entry"):
+        self_supervised_embeddings(tiny_npz, config=TINY, cache_dir=cache, progress=False)
+
+
 def test_checkpoint_of_another_configuration_is_refused(tmp_path, tiny_npz):
     cache = tmp_path / "c"
     self_supervised_embeddings(tiny_npz, config=TINY, cache_dir=cache, progress=False)

@@ -372,9 +372,15 @@ def self_supervised_embeddings(data="fashion-mnist", out=None, *, config: SelfSu
     cached = folder / "embeddings.npz"
     info = {"key": key, "trained": False, "train_seconds": 0.0, "history": [], "path": cached}
     if cached.is_file():
-        with np.load(cached, allow_pickle=False) as z:
-            x = z["x"]
-            meta = json.loads(str(z["meta"]))
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                x = z["x"]
+                meta = json.loads(str(z["meta"]))
+            if x.shape[0] != len(images):
+                raise ValueError(f"{x.shape[0]} rows for {len(images)} images")
+        except Exception as e:  # noqa: BLE001 - zip, key, JSON and shape errors all mean a damaged entry
+            raise SelfSupError(f"{cached}: a damaged cache entry ({type(e).__name__}: {e}); "
+                               f"delete {folder} to train again") from e
         info["history"] = meta.get("history", [])
         info["train_seconds"] = meta.get("train_seconds", 0.0)
     else:
