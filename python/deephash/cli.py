@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=None, help="fashion-mnist (default) or a .npz of greyscale images")
     g.add_argument("--quick", action="store_true", help="seconds-long setting for tests and CI")
     g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--width", type=int, default=None, help="channels of the first layer (the last stage has 4x; default 8)")
+    g.add_argument("--width", type=int, default=None,
+                   help="channels of the first layer (the last stage has 4x; default 8)")
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--subset", type=int, default=None, help="train on this many images (drawn with the seed)")
     g.add_argument("--seed", type=int, default=0)

@@ -6,7 +6,8 @@ together and pushes the other ``2B - 2`` views of the batch away. The embeddings
 features (before the projection head, as in the paper; the last map, not pooled), computed on the
 un-augmented images.
 SimCLR was chosen over non-contrastive objectives (VICReg, BYOL) because it needs neither a large
-projector nor a momentum encoder and learns usable features in a few epochs of small batches.
+projector nor a momentum encoder, which a few CPU epochs of a small network cannot afford (the
+alternatives were not measured here).
 
 Augmentations suit 28x28 greyscale items that are centred in their frame: a random resized crop of
 moderate scale with small translations (one ``affine_grid`` per batch), horizontal flip,
@@ -48,11 +49,12 @@ class SelfSupError(ValueError):
 
 @dataclass(frozen=True)
 class SelfSupConfig:
-    """A SimCLR run. ``width`` is the stem's channel count (embeddings: ``144 * width`` for 28x28); ``subset`` trains on
-    that many images drawn with the seed (all images when ``None``); the embeddings cover every image."""
+    """A SimCLR run. ``width`` is the stem's channel count (embeddings: ``144 * width`` for 28x28);
+    ``subset`` trains on that many images drawn with the seed (all images when ``None``); the embeddings
+    cover every image."""
 
     # The default trains on Fashion-MNIST's 70,000 images within 30 minutes on a shared 2-core machine
-    # (about 2-4 minutes an epoch there); a GPU affords a wider network and more epochs.
+    # (measured: 1-4 minutes an epoch there, by load); a GPU affords a wider network and more epochs.
     width: int = 8
     proj_dim: int = 64
     epochs: int = 6
@@ -215,8 +217,9 @@ def _as_images(images) -> Tensor:
     return t.float()
 
 
-def train_selfsup(images, config: SelfSupConfig = SelfSupConfig(), seed: int = 0, *, checkpoint: Checkpoint | None = None,
-                  device="cpu", progress: bool = True, stream=None) -> Backbone:
+def train_selfsup(images, config: SelfSupConfig = SelfSupConfig(), seed: int = 0, *,
+                  checkpoint: Checkpoint | None = None, device="cpu", progress: bool = True,
+                  stream=None) -> Backbone:
     """Train SimCLR on ``images`` (greyscale ``[N, H, W]``; no labels) and return the backbone in eval mode.
 
     ``checkpoint`` (:class:`deephash.run.Checkpoint`) is written after every epoch and, when it was made
