@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--arch", default="vit_b_16")
     m.add_argument("--weights", default=None, help="torchvision state_dict file of the backbone")
     m.add_argument("--untrained", action="store_true", help="random weights (for tests)")
-    m.add_argument("--batch-size", type=int, default=None, help="default 32 (torchvision), 128 (--self-supervised training)")
+    m.add_argument("--batch-size", type=int, default=None,
+                   help="default 32 (torchvision), 128 (--self-supervised training)")
     m.add_argument("--image-size", type=int, default=224)
     g = m.add_argument_group("self-supervised (SimCLR on the data set's images; labels are never read)")
     g.add_argument("--self-supervised", action="store_true", help="train a small CNN on --data's images, cached")
