@@ -7,8 +7,9 @@
     deephash search --index DB.idx|SHARD_DIR --codes Q.npz [-k K] [--out RESULTS.npz] [--grid PNG [--data D]]
     deephash shard  --index DB.idx --shards N|N1,N2,... --out SHARD_DIR
     deephash eval   --query Q.npz --db DB.npz [--out DIR]
-    deephash demo   [--data fashion-mnist] [--bits 64] [--out runs/demo]
+    deephash demo   [--data fashion-mnist] [--bits 64] [--embeddings pixels|self-supervised [--quick]] [--out runs/demo]
     deephash embed  --images DIR --out FILE.npz [--weights PATH | --untrained] [--arch vit_b_16]
+    deephash embed  --self-supervised [--data fashion-mnist] [--quick] [--epochs E] [--width W] --out FILE.npz
     deephash report RUN [RUN ...] [--out FILE.html] [--grid PNG] [--data D]
 
 Every subcommand also takes ``--debug``.
@@ -313,6 +314,10 @@ def cmd_demo(args) -> int:
         raise UsageError("demo runs in one process; for data-parallel training use torchrun ... -m deephash train")
     method = _method(args)
     out = _run_dir(args.out)
+    if args.quick and args.embeddings != "self-supervised":
+        raise UsageError("--quick applies to --embeddings self-supervised only")
+    if args.embeddings == "self-supervised":
+        args.data = _self_supervised_data(args, out)
     split = load_data(args.data, seed=args.split_seed)
     print(f"data: {args.data}: {len(split.x_train)} training, {len(split.x_query)} queries, "
           f"{len(split.x_db)} database items, {split.dim}-d")
@@ -322,11 +327,21 @@ def cmd_demo(args) -> int:
     lsh_metrics, lsh_curve = fit_and_evaluate(LSH(args.bits, seed=args.seed), split)
     lsh_metrics.pop("train_seconds")
     rows = [{"method": f"{method.label} {args.bits}b", **metrics}, {"method": f"LSH {args.bits}b", **lsh_metrics}]
+    curves = {rows[0]["method"]: curve, rows[1]["method"]: lsh_curve}
+    extra = {}
+    if args.embeddings == "self-supervised":  # learned embeddings: ITQ too, the baseline to beat there
+        from .methods import get_method
+
+        itq_metrics, itq_curve = fit_and_evaluate(get_method("itq", args.bits, seed=args.seed), split)
+        itq_metrics.pop("train_seconds")
+        rows.append({"method": f"ITQ {args.bits}b", **itq_metrics})
+        curves[rows[-1]["method"]] = itq_curve
+        extra = {"itq": itq_metrics, "embeddings": "self-supervised"}
     _print_table(rows)
-    plot_pr_curve({rows[0]["method"]: curve, rows[1]["method"]: lsh_curve}, out / "pr_curve.png")
+    plot_pr_curve(curves, out / "pr_curve.png")
     with open(out / "demo.json", "w") as f:
         json.dump({"hagcn": {k: metrics[k] for k in metrics if k != "loss_history"}, "lsh": lsh_metrics,
-                   "data": str(args.data), "bits": args.bits}, f, indent=2)
+                   "data": str(args.data), "bits": args.bits, **extra}, f, indent=2)
     print(f"wrote {out}/pr_curve.png and {out}/demo.json")
     from .report import build_report
 
@@ -334,6 +349,20 @@ def cmd_demo(args) -> int:
                      splits={(str(args.data), args.split_seed): split}, grid_out=out / "neighbours.png")
     print("\n".join(r["notes"] + [f"wrote {r['out']}" + (f" and {r['grid']}" if r["grid"] else "")]))
     return 0
+
+
+def _self_supervised_data(args, out: Path) -> str:
+    """Train (or find in the cache) SimCLR embeddings of ``args.data``'s images; the .npz the demo then runs on."""
+    from .selfsup import config_from, self_supervised_embeddings
+
+    path = out / "embeddings.npz"
+    info = self_supervised_embeddings(args.data, path, config=config_from(quick=args.quick), seed=args.seed,
+                                      device=args.device, progress=not args.no_progress)
+    if info["y"] is None:
+        raise ValueError(f"{args.data}: the demo evaluates against labels; the data set has none")
+    how = f"trained in {info['train_seconds']:.0f} s" if info["trained"] else "from the cache"
+    print(f"self-supervised embeddings of {args.data} ({how}): {info['x'].shape[1]}-d, wrote {path}")
+    return str(path)
 
 
 def cmd_report(args) -> int:
@@ -349,11 +378,35 @@ def cmd_report(args) -> int:
 
 
 def cmd_embed(args) -> int:
+    if args.self_supervised:
+        return _cmd_embed_self_supervised(args)
+    for opt in ("quick", "epochs", "width", "lr", "subset", "data"):
+        if getattr(args, opt) not in (None, False):
+            raise ValueError(f"--{opt} applies to --self-supervised only")
+    if args.images is None:
+        raise ValueError("--images DIR is needed (or --self-supervised)")
     from .embed import embed_images
 
     x = embed_images(args.images, args.out, arch=args.arch, weights=args.weights, untrained=args.untrained,
-                     batch_size=args.batch_size, image_size=args.image_size)
+                     batch_size=args.batch_size or 32, image_size=args.image_size)
     print(f"wrote {x.shape[0]} embeddings of {x.shape[1]} dimensions to {args.out}")
+    return 0
+
+
+def _cmd_embed_self_supervised(args) -> int:
+    from .selfsup import config_from, self_supervised_embeddings
+
+    for opt, given in (("images", args.images is not None), ("weights", args.weights is not None),
+                       ("untrained", args.untrained)):
+        if given:
+            raise ValueError(f"--{opt} does not apply to --self-supervised (it trains on --data's images)")
+    config = config_from(quick=args.quick, epochs=args.epochs, width=args.width, batch_size=args.batch_size,
+                         lr=args.lr, subset=args.subset)
+    info = self_supervised_embeddings(args.data or "fashion-mnist", args.out, config=config, seed=args.seed,
+                                      device=args.device, progress=not args.no_progress)
+    how = f"trained in {info['train_seconds']:.1f} s" if info["trained"] else f"from the cache ({info['path']})"
+    x = info["x"]
+    print(f"wrote {x.shape[0]} self-supervised embeddings of {x.shape[1]} dimensions to {args.out} ({how})")
     return 0
 
 
@@ -408,17 +461,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="HAGCN against an LSH floor (Fashion-MNIST, 64 bits by default)")
     _add_model_args(d, bits_default=64)
+    d.add_argument("--embeddings", default="pixels", choices=["pixels", "self-supervised"],
+                   help="hash --data as it is, or SimCLR embeddings of its images trained here (cached)")
+    d.add_argument("--quick", action="store_true", help="with --embeddings self-supervised: the seconds-long setting")
     d.add_argument("--out", default="runs/demo")
     d.set_defaults(func=cmd_demo)
 
-    m = sub.add_parser("embed", help="embed an image folder with a torchvision backbone")
-    m.add_argument("--images", required=True, help="DIR/<class>/<image>")
+    m = sub.add_parser("embed", help="embed an image folder with a torchvision backbone, or train a "
+                                     "self-supervised one on a data set's images (--self-supervised)")
+    m.add_argument("--images", default=None, help="DIR/<class>/<image>")
     m.add_argument("--out", required=True)
     m.add_argument("--arch", default="vit_b_16")
     m.add_argument("--weights", default=None, help="torchvision state_dict file of the backbone")
     m.add_argument("--untrained", action="store_true", help="random weights (for tests)")
-    m.add_argument("--batch-size", type=_int_in(1), default=32)
+    m.add_argument("--batch-size", type=_int_in(1), default=None,
+                   help="default 32 (torchvision), 128 (--self-supervised training)")
     m.add_argument("--image-size", type=_int_in(16), default=224)
+    g = m.add_argument_group("self-supervised (SimCLR on the data set's images; labels are never read)")
+    g.add_argument("--self-supervised", action="store_true", help="train a small CNN on --data's images, cached")
+    g.add_argument("--data", default=None, help="fashion-mnist (default) or a .npz of greyscale images")
+    g.add_argument("--quick", action="store_true", help="seconds-long setting for tests and CI")
+    # Range checks of these are SelfSupConfig's (one message for the CLI and the Python API).
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--width", type=int, default=None,
+                   help="channels of the first layer (the last stage has 4x; default 8)")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--subset", type=int, default=None, help="train on this many images (drawn with the seed)")
+    g.add_argument("--seed", type=_SEED, default=0)
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=cmd_embed)
 
     r = sub.add_parser("report", help="one self-contained HTML page about runs, with ITQ and LSH baselines")
