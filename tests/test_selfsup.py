@@ -198,7 +198,23 @@ def test_cli_embed_self_supervised(tmp_path, tiny_npz, monkeypatch, capsys):
     assert a["x"].shape == (120, 9 * 16) and np.array_equal(a["x"], b["x"]) and np.array_equal(a["y"], b["y"])
 
 
-def test_cli_demo_on_self_supervised_embeddings(tmp_path, monkeypatch, capsys):
+def test_cli_embed_refuses_its_out_before_training(tmp_path, tiny_npz, monkeypatch, capsys):
+    monkeypatch.setenv("DEEPHASH_CACHE", str(tmp_path / "cache"))
+
+    def boom(*a, **k):
+        raise AssertionError("trained although --out cannot be written")
+
+    monkeypatch.setattr(selfsup, "train_selfsup", boom)
+    (tmp_path / "adir").mkdir()
+    args = ["embed", "--self-supervised", "--data", str(tiny_npz), "--quick", "--no-progress"]
+    for out, culprit in ((tmp_path / "adir", "is a directory"), (tmp_path / "no" / "x.npz", "no such directory")):
+        assert main(args + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert culprit in err and str(out) in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("device", [[], ["--device", "cpu"]], ids=["default-device", "cpu"])
+def test_cli_demo_on_self_supervised_embeddings(tmp_path, monkeypatch, capsys, device):
     monkeypatch.setenv("DEEPHASH_CACHE", str(tmp_path / "cache"))
     img, y = _images(n=400, side=12, classes=4)
     p = tmp_path / "imgs.npz"
@@ -206,7 +222,7 @@ def test_cli_demo_on_self_supervised_embeddings(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "--embeddings", "self-supervised", "--quick", "--data", str(p), "--bits", "16",
                "--epochs", "1", "--batch-size", "32", "--anchors", "16", "--out", str(out), "--no-progress",
-               "--device", "cpu"])
+               *device])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "self-supervised embeddings" in text and "ITQ 16b" in text and "LSH 16b" in text

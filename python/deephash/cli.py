@@ -148,6 +148,11 @@ def _device(spec: str | None) -> str:
     return str(d)
 
 
+def _default_device() -> str:
+    """Where self-supervised training runs unless ``--device`` says: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _run_dir(path) -> Path:
     """``--out RUN``: a directory that may exist (``--resume``) but must not be a file."""
     p = Path(path)
@@ -355,9 +360,10 @@ def _self_supervised_data(args, out: Path) -> str:
     """Train (or find in the cache) SimCLR embeddings of ``args.data``'s images; the .npz the demo then runs on."""
     from .selfsup import config_from, self_supervised_embeddings
 
+    out.mkdir(parents=True, exist_ok=True)  # the run directory holds the embeddings too
     path = out / "embeddings.npz"
     info = self_supervised_embeddings(args.data, path, config=config_from(quick=args.quick), seed=args.seed,
-                                      device=args.device, progress=not args.no_progress)
+                                      device=args.device or _default_device(), progress=not args.no_progress)
     if info["y"] is None:
         raise ValueError(f"{args.data}: the demo evaluates against labels; the data set has none")
     how = f"trained in {info['train_seconds']:.0f} s" if info["trained"] else "from the cache"
@@ -488,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--subset", type=int, default=None, help="train on this many images (drawn with the seed)")
     g.add_argument("--seed", type=_SEED, default=0)
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--device", default=_default_device())
     g.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=cmd_embed)
 

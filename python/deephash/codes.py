@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -75,6 +77,17 @@ def save_codes(path, codes, bits: int, labels=None, ids=None) -> None:
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
     write_npz(path, **arrays)
+
+
+def check_out_file(path) -> Path:
+    """``path`` as a file that can be written: not a directory, in a folder that exists. Raises
+    ``ValueError`` naming it, before the work whose result it will hold (training, embedding)."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise ValueError(f"{path}: is a directory")
+    if not dest.parent.is_dir():
+        raise ValueError(f"{path}: no such directory {dest.parent}")
+    return dest
 
 
 def write_npz(path, **arrays) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .codes import check_out_file
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -78,9 +80,7 @@ def list_images(root) -> tuple[list[Path], np.ndarray]:
 
 def embed_images(images, out, *, arch: str = "vit_b_16", weights: str | None = None, untrained: bool = False,
                  batch_size: int = 32, image_size: int = 224) -> np.ndarray:
-    dest = Path(out)
-    if dest.is_dir() or not dest.parent.is_dir():
-        raise EmbedError(f"{out}: is a directory" if dest.is_dir() else f"{out}: no such directory {dest.parent}")
+    check_out_file(out)
     files, labels = list_images(images)
     net = _backbone(arch, weights, untrained)
     _, Image = _torchvision()

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .codes import check_out_file
 from .progress import training_progress
 from .run import Checkpoint
 
@@ -369,6 +370,8 @@ def self_supervised_embeddings(data="fashion-mnist", out=None, *, config: SelfSu
     checkpoint after an interruption. Writes ``out`` (``.npz`` with ``x`` and, when known, ``y``) if given.
     Returns ``{"x", "y", "path" (the cached embeddings), "trained" (bool), "train_seconds", "key", "history"}``."""
     config = config.check()
+    if out is not None:
+        check_out_file(out)  # before the training, not after it
     images, y, name = load_images(data)
     key = cache_key(images, config, seed, device)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / key
