@@ -84,6 +84,21 @@ inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 65535) {
   return static_cast<unsigned>(b < 1 ? 1 : (b > cap ? cap : b));
 }
 
+// Search hits travel as one int64 key each, distance << kRowShift | row, so that one sort orders them
+// by (distance, row); rows stay below 2^40.
+constexpr int kRowShift = 40;
+
+// keys [n] -> dist [n] (int32), rows [n] (int64). A template so that every .cu file may launch it.
+template <int Shift = kRowShift>
+__global__ void split_keys_kernel(const int64_t* __restrict__ keys, int32_t* __restrict__ dist,
+                                  int64_t* __restrict__ rows, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    dist[i] = static_cast<int32_t>(keys[i] >> Shift);
+    rows[i] = keys[i] & ((int64_t{1} << Shift) - 1);
+  }
+}
+
 // Distance histograms live in shared memory: bins = 8 * bytes + 1.
 constexpr int64_t kMaxCudaCodeBytes = 512;
 

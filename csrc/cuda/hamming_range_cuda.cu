@@ -24,7 +24,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kQueries = 16;
-constexpr int kRowShift = 40;  // key = distance << 40 | row
 
 // Grid-stride loops whose trip count is the same for every thread of a block, so that the warp
 // ballots below always see all 32 lanes; rows past N take part as misses.
@@ -81,15 +80,6 @@ __global__ void range_kernel(const uint8_t* __restrict__ q,              // [Q, 
   }
 }
 
-__global__ void range_split_kernel(const int64_t* __restrict__ keys,  // [M], in output order
-                                   int32_t* __restrict__ dist, int64_t* __restrict__ rows, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    dist[i] = static_cast<int32_t>(keys[i] >> kRowShift);
-    rows[i] = keys[i] & ((int64_t{1} << kRowShift) - 1);
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> hamming_range_cuda(const at::Tensor& q, const at::Tensor& db,
                                                                   int64_t radius) {
   check_range_inputs(q, db, radius);
@@ -136,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hamming_range_cuda(const at::Tens
   auto [by_key, perm1] = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
   const at::Tensor perm2 = std::get<1>(at::sort(qidx.index_select(0, perm1), /*stable=*/true, 0, false));
   const at::Tensor ordered = by_key.index_select(0, perm2);
-  range_split_kernel<<<blocks_for(M, 256), 256, 0, stream>>>(ordered.const_data_ptr<int64_t>(),
+  split_keys_kernel<kRowShift><<<blocks_for(M, 256), 256, 0, stream>>>(ordered.const_data_ptr<int64_t>(),
                                                              dist.mutable_data_ptr<int32_t>(),
                                                              rows.mutable_data_ptr<int64_t>(), M);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

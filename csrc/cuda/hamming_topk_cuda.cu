@@ -57,7 +57,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kQueries = 8;          // queries per block
 constexpr int kUnroll = 4;           // rows in flight per thread in the candidate pass
 constexpr int64_t kChunk = 16384;    // database rows per block
-constexpr int kRowShift = 40;        // key = distance << 40 | row
 constexpr int64_t kNoKey = INT64_MAX;
 constexpr int64_t kExactN = int64_t{1} << 18;  // up to here the "sample" is the whole database
 constexpr int64_t kSampleRun = 1024;          // sampled rows come in runs of this many...
@@ -335,15 +334,6 @@ __global__ void topk_collect_kernel(const uint8_t* __restrict__ q, const uint8_t
   }
 }
 
-__global__ void topk_split_kernel(const int64_t* __restrict__ keys,  // [n], sorted per query
-                                  int32_t* __restrict__ dist, int64_t* __restrict__ rows, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    dist[i] = static_cast<int32_t>(keys[i] >> kRowShift);
-    rows[i] = keys[i] & ((int64_t{1} << kRowShift) - 1);
-  }
-}
-
 // One batch of queries [0, Qb) of `qp`; results to out_d / out_i [Qb, kk].
 template <int W>
 void topk_batch(const uint8_t* qp, const uint8_t* dp, int64_t Qb, int64_t N, int64_t B, int64_t kk, int64_t C,
@@ -415,7 +405,7 @@ void topk_batch(const uint8_t* qp, const uint8_t* dp, int64_t Qb, int64_t N, int
   // 5. The k smallest keys per query, in order.
   const at::Tensor best = kk == C ? std::get<0>(at::sort(keys, 1)) : std::get<0>(at::topk(keys, kk, 1, false, true));
   const at::Tensor bc = best.contiguous();
-  topk_split_kernel<<<blocks_for(Qb * kk, 256), 256, 0, stream>>>(bc.const_data_ptr<int64_t>(), out_d, out_i, Qb * kk);
+  split_keys_kernel<kRowShift><<<blocks_for(Qb * kk, 256), 256, 0, stream>>>(bc.const_data_ptr<int64_t>(), out_d, out_i, Qb * kk);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
