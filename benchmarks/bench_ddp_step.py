@@ -46,8 +46,8 @@ def worker(cfg: dict) -> None:
     y = torch.as_tensor(split.y_train[:cfg["pool"]])
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    if cfg["method"] == "hagcn":
-        m = get_method("hagcn", cfg["bits"], seed=0, batch_size=bs)
+    if cfg["method"] == "hagcn-net":
+        m = get_method("hagcn-net", cfg["bits"], seed=0, batch_size=bs)
         net, _ = m.build(x, targets=False)
         targets = torch.where(torch.randn(len(x), cfg["bits"], generator=g) > 0, 1.0, -1.0)
         if par is not None:
@@ -110,7 +110,7 @@ def run(cfg: dict, world: int) -> list[float]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--methods", nargs="+", default=["hagcn", "dsh"])
+    p.add_argument("--methods", nargs="+", default=["hagcn-net", "dsh"])
     p.add_argument("--bits", type=int, default=64)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)

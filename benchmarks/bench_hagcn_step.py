@@ -62,7 +62,7 @@ def main() -> None:
     rows = []
     for mode in args.modes:
         for filt in args.filters:
-            model, targets = get_method("hagcn-paper" if mode == "paper" else "hagcn", args.bits, filter=filt).build(x_train)
+            model, targets = get_method("hagcn-paper" if mode == "paper" else "hagcn-net", args.bits, filter=filt).build(x_train)
             cfg = model.config
             opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
             x = torch.as_tensor(x_train[:cfg["batch_size"]])

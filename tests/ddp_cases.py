@@ -8,7 +8,7 @@ import conftest
 from deephash.methods import get_method
 from deephash.run import train_and_evaluate
 
-HAGCN_NAMES = ("hagcn", "hagcn-paper")
+HAGCN_NAMES = ("hagcn-net", "hagcn-paper")
 
 
 def one_step_gradients(case: dict, x, y, parallel=None):

@@ -176,17 +176,17 @@ def _(ws, t):
 
 @case("train: --lr 1e30")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--batch-size", 32, "--anchors", 8, "--lr", "1e30"), ["--lr"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 32, "--anchors", 8, "--lr", "1e30"), ["--lr"]
 
 
 @case("train: --lr 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--lr", "0"), ["--lr"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--lr", "0"), ["--lr"]
 
 
 @case("train: --lr nan")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--lr", "nan"), ["--lr"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--lr", "nan"), ["--lr"]
 
 
 @case("train: --lr -1 (csq)")
@@ -196,7 +196,7 @@ def _(ws, t):
 
 @case("train: --epochs 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 0), ["--epochs"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 0), ["--epochs"]
 
 
 @case("train: --epochs -3 (dsh)")
@@ -206,27 +206,27 @@ def _(ws, t):
 
 @case("train: --batch-size 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--batch-size", 0), ["--batch-size"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 0), ["--batch-size"]
 
 
 @case("train: --order 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--order", 0), ["--order"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--order", 0), ["--order"]
 
 
 @case("train: --order -2 spline")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--filter", "spline", "--order", -2), ["--order"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--filter", "spline", "--order", -2), ["--order"]
 
 
 @case("train: --order 3 spline")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--filter", "spline", "--order", 3), ["order", "spline"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--filter", "spline", "--order", 3), ["order", "spline"]
 
 
 @case("train: --order with --filter gcn")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--filter", "gcn", "--order", 3), ["order", "gcn"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--filter", "gcn", "--order", 3), ["order", "gcn"]
 
 
 @case("train: --order with --method itq")
@@ -246,39 +246,64 @@ def _(ws, t):
 
 @case("train: --anchors -5")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--anchors", -5), ["--anchors"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--anchors", -5), ["--anchors"]
 
 
 @case("train: --anchors beyond the training items")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--anchors", 5000), ["anchors", "5000"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--anchors", 5000), ["anchors", "5000"]
+
+
+@case("train: --epochs for the default hagcn (it fits in passes)")
+def _(ws, t):
+    return train_args(ws, t / "r", "--epochs", 3), ["--epochs", "hagcn"]
+
+
+@case("train: hagcn --anchors beyond the training items")
+def _(ws, t):
+    return train_args(ws, t / "r", "--anchors", 5000), ["anchors", "5000"]
+
+
+@case("train: hagcn --subgraphs leaving tiny graphs")
+def _(ws, t):
+    return train_args(ws, t / "r", "--subgraphs", 1000), ["subgraphs", "1000"]
+
+
+@case("train: hagcn --filter none --order 3")
+def _(ws, t):
+    return train_args(ws, t / "r", "--filter", "none", "--order", 3), ["order", "none"]
+
+
+@case("train: hagcn-net --filter none")
+def _(ws, t):
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--filter", "none"), ["filter", "none"]
 
 
 @case("train: --subgraphs 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--subgraphs", 0), ["--subgraphs"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--subgraphs", 0), ["--subgraphs"]
 
 
 @case("train: --subgraphs 1000")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--batch-size", 32, "--subgraphs", 1000), ["subgraphs"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 32, "--subgraphs", 1000), ["subgraphs"]
 
 
 @case("train: --subgraphs not dividing the batch")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--batch-size", 32, "--subgraphs", 5), ["subgraphs", "32"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 32, "--subgraphs", 5), ["subgraphs", "32"]
 
 
 @case("train: --device cuda without CUDA")
 def _(ws, t):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    return train_args(ws, t / "r", "--epochs", 1, "--device", "cuda"), ["--device", "cuda"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--device", "cuda"), ["--device", "cuda"]
 
 
 @case("train: --device nonsense")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 1, "--device", "gpu7"), ["--device", "gpu7"]
+    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--device", "gpu7"), ["--device", "gpu7"]
 
 
 @case("train: --split-seed -1")
@@ -310,7 +335,7 @@ def _resume_with(ws, t, write):
     run = t / "r"
     run.mkdir()
     write(run / "checkpoint.pt")
-    return train_args(ws, run, "--epochs", 1, "--anchors", 8, "--resume"), [str(run / "checkpoint.pt")]
+    return train_args(ws, run, "--method", "hagcn-net", "--epochs", 1, "--anchors", 8, "--resume"), [str(run / "checkpoint.pt")]
 
 
 @case("train: --resume on a pickle payload")
@@ -818,12 +843,12 @@ def _(ws, t):
 @case("demo: --out an existing file")
 def _(ws, t):
     (t / "demo").write_text("x")
-    return ["demo", "--data", ws.split, "--bits", BITS, "--epochs", 1, "--out", t / "demo", "--no-progress"], ["demo"]
+    return ["demo", "--data", ws.split, "--bits", BITS, "--out", t / "demo", "--no-progress"], ["demo"]
 
 
 @case("demo: --anchors -1")
 def _(ws, t):
-    return ["demo", "--data", ws.split, "--bits", BITS, "--epochs", 1, "--anchors", -1, "--out", t / "demo",
+    return ["demo", "--data", ws.split, "--bits", BITS, "--anchors", -1, "--out", t / "demo",
             "--no-progress"], ["--anchors"]
 
 
@@ -1090,7 +1115,7 @@ def test_options_are_not_bent(ws, t, capsys):
     from deephash.methods import load_model
 
     run = t / "r"
-    argv = train_args(ws, run, "--epochs", "1", "--batch-size", "32", "--anchors", "5", "--subgraphs", "4")
+    argv = train_args(ws, run, "--method", "hagcn-net", "--epochs", "1", "--batch-size", "32", "--anchors", "5", "--subgraphs", "4")
     assert main([str(a) for a in argv]) == 0
     net = load_model(run).net
     assert net.anchor_x.shape[0] == 5 and net.config["subgraphs"] == 4 and net.config["anchors"] == 5

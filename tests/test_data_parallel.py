@@ -30,8 +30,8 @@ CASES = {
     "hashnet": {"method": "hashnet", "bits": 16, "options": _DEEP},
     "bihalf": {"method": "bihalf", "bits": 16, "options": _DEEP},
     "csq": {"method": "csq", "bits": 16, "options": _DEEP},
-    "hagcn-chebyshev": {"method": "hagcn", "bits": 16, "options": {"hidden": 32, "anchors": 8}},
-    "hagcn-gcn-subgraphs": {"method": "hagcn", "bits": 16,
+    "hagcn-chebyshev": {"method": "hagcn-net", "bits": 16, "options": {"hidden": 32, "anchors": 8}},
+    "hagcn-gcn-subgraphs": {"method": "hagcn-net", "bits": 16,
                             "options": {"filter": "gcn", "hidden": 32, "anchors": 8, "subgraphs": 2}},
     "hagcn-paper-lanczos": {"method": "hagcn-paper", "bits": 16, "options": {"filter": "lanczos", "order": 6}},
 }
@@ -90,7 +90,7 @@ def _check_same(a: dict, b: dict, atol: float, rtol: float = 0.0, what: str = ""
 TRAIN = {
     "dsh": {"method": "dsh", "bits": 16, "options": {"hidden": 32, "dropout": 0.0, "epochs": 3, "batch_size": 30,
                                                       "threads": 1}},
-    "hagcn": {"method": "hagcn", "bits": 16, "options": {"hidden": 32, "anchors": 8, "epochs": 3,
+    "hagcn": {"method": "hagcn-net", "bits": 16, "options": {"hidden": 32, "anchors": 8, "epochs": 3,
                                                          "batch_size": 25}},
     "shc": {"method": "shc", "bits": 16, "options": {"hidden": 32, "dropout": 0.0, "epochs": 2, "batch_size": 30,
                                                       "center_steps": 50, "threads": 1}},
@@ -158,8 +158,8 @@ EPOCHS = 30
 
 
 def test_torchrun_train_resume_and_rank0_output(tmp_path, split_npz):
-    args = ["--data", str(split_npz), "--bits", "16", "--epochs", str(EPOCHS), "--batch-size", "25", "--anchors", "8",
-            "--seed", "5", "--no-progress", "--timeout", "120"]
+    args = ["--method", "hagcn-net", "--data", str(split_npz), "--bits", "16", "--epochs", str(EPOCHS),
+            "--batch-size", "25", "--anchors", "8", "--seed", "5", "--no-progress", "--timeout", "120"]
     base = {k: v for k, v in env(2).items() if k != "WORLD_SIZE"}
     port = lambda: env(2)["MASTER_PORT"]  # noqa: E731
     launch_ = lambda *a: subprocess.Popen(  # noqa: E731
@@ -198,6 +198,7 @@ def test_torchrun_train_resume_and_rank0_output(tmp_path, split_npz):
     assert resumed["loss_history"] == whole["loss_history"]
     assert resumed["mAP@all"] == whole["mAP@all"]
 
-    # A method that does not train data-parallel is refused.
-    code, out = _finish(launch_(*args[:4], "--method", "itq", "--out", "itq"))
-    assert code != 0 and "deephash train: error: itq does not train data-parallel" in out, out
+    # A method that does not train data-parallel is refused: itq, and the default HAGCN (closed form).
+    for method in ("itq", "hagcn"):
+        code, out = _finish(launch_(*args[2:6], "--method", method, "--out", method))
+        assert code != 0 and f"deephash train: error: {method} does not train data-parallel" in out, out

@@ -1,5 +1,6 @@
-"""HAGCN: the networks (default and the paper recipe), their training as the methods ``hagcn`` and
-``hagcn-paper``, checkpoint and resume, model files old and new."""
+"""HAGCN's networks (the autoencoder and the paper recipe), their training as the methods ``hagcn-net``
+and ``hagcn-paper``, checkpoint and resume, model files old and new. The default ``hagcn``:
+test_hagcn_projection.py."""
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 import deephash_ext
 from deephash import graphs
 from deephash.methods import METHODS, HashMethod, get_method, load_model
-from deephash.methods.hagcn import HAGCN, PaperHAGCN
+from deephash.methods.hagcn import NetworkHAGCN, PaperHAGCN
 from deephash.models.hagcn import FILTERS, HAGCNNet
 from deephash.run import Checkpoint
 
@@ -20,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def _tiny(filt, paper, bits=16, epochs=2, seed=0, **kw):
-    """A small ``hagcn`` / ``hagcn-paper`` method (``kw``: more options)."""
+    """A small ``hagcn-net`` / ``hagcn-paper`` method (``kw``: more options)."""
     opts = dict(filter=filt, epochs=epochs, batch_size=32, hidden=32)
     if paper:
         if filt != "gcn":  # gcn has no order (given, it is refused)
@@ -30,7 +31,7 @@ def _tiny(filt, paper, bits=16, epochs=2, seed=0, **kw):
         if filt in ("fourier", "lanczos", "spline"):
             opts.update(order={"fourier": 6, "lanczos": 5, "spline": 5}[filt])
     opts.update(kw)
-    return get_method("hagcn-paper" if paper else "hagcn", bits, seed=seed, **opts)
+    return get_method("hagcn-paper" if paper else "hagcn-net", bits, seed=seed, **opts)
 
 
 @pytest.mark.parametrize("filt, paper", CONFIGS)
@@ -141,8 +142,8 @@ def test_seed_determinism_and_save_load(tmp_path, blobs):
 @pytest.mark.parametrize("paper", [False, True])
 def test_hagcn_is_a_method(paper, blobs, tmp_path):
     x, y = blobs
-    name = "hagcn-paper" if paper else "hagcn"
-    assert METHODS[name] is (PaperHAGCN if paper else HAGCN) and not METHODS[name].supervised
+    name = "hagcn-paper" if paper else "hagcn-net"
+    assert METHODS[name] is (PaperHAGCN if paper else NetworkHAGCN) and not METHODS[name].supervised
     m = _tiny("gcn", paper, seed=2)
     assert isinstance(m, HashMethod) and m.config["in_dim"] is None
     codes = m.fit(x).encode(x)
@@ -154,12 +155,12 @@ def test_hagcn_is_a_method(paper, blobs, tmp_path):
         back = loader(tmp_path / "m.pt")
         assert type(back) is type(m) and back.seed == 2 and back.get_options() == m.get_options()
         assert torch.equal(back.encode(x), codes)
-    other = "hagcn" if paper else "hagcn-paper"
+    other = "hagcn-net" if paper else "hagcn-paper"
     with pytest.raises(ValueError, match="not"):
         METHODS[other].load(tmp_path / "m.pt")
 
 
-@pytest.mark.parametrize("name, cls", [("default", HAGCN), ("paper", PaperHAGCN)])
+@pytest.mark.parametrize("name, cls", [("default", NetworkHAGCN), ("paper", PaperHAGCN)])
 def test_model_files_of_0_1_0_still_load(name, cls):
     """Files written by deephash 0.1.0 (commit 01bcaa5: ``train.fit`` on ``make_blobs(n_per_class=10)``,
     seed 3, one epoch, batch 16, hidden 16, then ``train.save_model``; format "deephash.HAGCN", the paper
@@ -198,10 +199,10 @@ def test_bad_options(blobs):
     with pytest.raises(TypeError, match="unknown HAGCN options"):
         HAGCNNet(16, 16, "gcn", anchorz=3)
     with pytest.raises(ValueError, match="8..1024"):
-        get_method("hagcn", 4)
+        get_method("hagcn-net", 4)
     with pytest.raises(ValueError, match="unknown filter"):
-        get_method("hagcn", 16, filter="wavelet")
+        get_method("hagcn-net", 16, filter="wavelet")
     with pytest.raises(TypeError, match="unknown option"):
         get_method("hagcn-paper", 16, anchors=3)  # the paper's graph has no anchors
     with pytest.raises(ValueError, match="epochs must be >= 1"):
-        get_method("hagcn", 16, epochs=0).fit(blobs[0])
+        get_method("hagcn-net", 16, epochs=0).fit(blobs[0])

@@ -28,8 +28,8 @@ def _make(name, bits, **kw):
     opts = dict(DEEP_FAST) if name in ("dsh", "hashnet", "bihalf", "csq", "shc") else {}
     if name == "shc":
         opts["center_steps"] = 100
-    if name in ("hagcn", "hagcn-paper"):
-        opts = dict(HAGCN_FAST, **({"anchors": 16} if name == "hagcn" else {"order": 6}))
+    if name in ("hagcn-net", "hagcn-paper"):
+        opts = dict(HAGCN_FAST, **({"anchors": 16} if name == "hagcn-net" else {"order": 6}))
     opts.update(kw)
     return get_method(name, bits, **opts)
 
@@ -73,7 +73,7 @@ def test_save_load_round_trip(name, data, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks loading where there is no CUDA")
-@pytest.mark.parametrize("name", ["dsh", "hagcn"])
+@pytest.mark.parametrize("name", ["dsh", "hagcn-net", "hagcn"])
 def test_a_model_trained_on_a_gpu_loads_on_the_cpu(name, data, tmp_path):
     x, y = data
     m = _make(name, 16, seed=5).fit(x, y if METHODS[name].supervised else None)

@@ -122,8 +122,8 @@ def image_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory, image_data):
     run = tmp_path_factory.mktemp("runs") / "hagcn"
-    assert main(["train", "--data", str(image_data), "--bits", "16", "--epochs", "2", "--batch-size", "32",
-                 "--anchors", "16", "--out", str(run), "--no-progress"]) == 0
+    assert main(["train", "--data", str(image_data), "--bits", "16", "--anchors", "16", "--out", str(run),
+                 "--no-progress"]) == 0
     return run
 
 
@@ -382,7 +382,7 @@ def test_report_of_a_run(tmp_path, image_data, image_run):
     assert sizes["pr-curve"] == sizes["precision-at-k"] == sizes["precision-radius"] == sizes["loss"] == [(560, 380)]
     assert sizes["neighbours"] == [viz.grid_size(8, 10)] * 2
 
-    # The run's grid frames its neighbours as their labels say, and it holds both kinds.
+    # The run's grid frames its neighbours as their labels say (both kinds are drawn in test_grid_frames_follow_labels_and_bytes_repeat).
     from deephash.methods import load_model
 
     model = load_model(image_run)
@@ -395,7 +395,7 @@ def test_report_of_a_run(tmp_path, image_data, image_run):
         for j, cell in enumerate(row[1:]):
             assert frame_colour(grids[0], cell) == (viz.MATCH_COLOUR if matches[i, j] else viz.MISS_COLOUR)
             seen |= {frame_colour(g, cell) for g in grids}
-    assert seen == {viz.MATCH_COLOUR, viz.MISS_COLOUR}
+    assert viz.MATCH_COLOUR in seen and seen <= {viz.MATCH_COLOUR, viz.MISS_COLOUR}
 
     # P@k at k = 1 agrees with the metric's own computation.
     from deephash.report import precision_at_ks
@@ -460,7 +460,7 @@ def test_report_errors_are_one_line(tmp_path, image_run, capsys):
 
 
 def test_demo_writes_grid_and_report(tmp_path, image_data, split_npz, capsys):
-    args = ["demo", "--bits", "16", "--epochs", "1", "--batch-size", "32", "--anchors", "16", "--no-progress"]
+    args = ["demo", "--bits", "16", "--anchors", "16", "--no-progress"]
     assert main([*args, "--data", str(image_data), "--out", str(tmp_path / "img")]) == 0
     out = capsys.readouterr().out
     assert "neighbours.png" in out and "report.html" in out
@@ -529,14 +529,14 @@ def test_progress_lines_when_not_a_terminal(tmp_path, split_npz, capsys):
 
     assert isinstance(progress.training_progress("x", 2, 3, stream=io.StringIO()), progress.EpochLines)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(split_npz), "--bits", "16", "--epochs", "3", "--batch-size", "32",
-                 "--anchors", "16", "--out", str(run)]) == 0
+    assert main(["train", "--method", "hagcn-net", "--data", str(split_npz), "--bits", "16", "--epochs", "3",
+                 "--batch-size", "32", "--anchors", "16", "--out", str(run)]) == 0
     err = capsys.readouterr().err
     history = json.loads((run / "metrics.json").read_text())["loss_history"]
     lines = err.splitlines()
     assert "\r" not in err and len(lines) == 3
     for epoch, (line, loss) in enumerate(zip(lines, history), 1):
-        assert line.startswith(f"HAGCN chebyshev 16b: epoch {epoch}/3, loss {loss:.6g}, 3 steps, ")
+        assert line.startswith(f"HAGCN chebyshev (network) 16b: epoch {epoch}/3, loss {loss:.6g}, 3 steps, ")
 
 
 def test_progress_bar_on_a_terminal():
@@ -594,4 +594,4 @@ def test_report_renders_in_chromium(tmp_path, image_run):
     shot = png_array(png.read_bytes()).reshape(-1, 3)
     colours = {tuple(c) for c in np.unique(shot, axis=0)}
     # The images were decoded and drawn: the grids' frame colours and the second curve's colour (tab:orange).
-    assert {viz.MATCH_COLOUR, viz.MISS_COLOUR, viz.QUERY_COLOUR, (255, 127, 14)} <= colours
+    assert {viz.MATCH_COLOUR, viz.QUERY_COLOUR, (255, 127, 14)} <= colours  # no miss when the model is perfect

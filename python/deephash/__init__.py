@@ -9,13 +9,13 @@ networks), and the ``deephash`` CLI. docs/formats.md describes the files they wr
 """
 import torch  # noqa: F401  (deephash_ext._C links against torch's libraries: load them first)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .data import DataError, Split, load_data  # noqa: E402
 from .index import Index  # noqa: E402
-from .methods import HAGCN, LSH, METHODS, HashMethod, PaperHAGCN, get_method, load_model  # noqa: E402
-from .models.hagcn import FILTERS  # noqa: E402
+from .methods import HAGCN, LSH, METHODS, HashMethod, NetworkHAGCN, PaperHAGCN, get_method, load_model  # noqa: E402
+from .models.filtered_projection import FILTERS  # noqa: E402
 from .run import fit_and_evaluate, train_and_evaluate  # noqa: E402
 
-__all__ = ["HAGCN", "PaperHAGCN", "FILTERS", "HashMethod", "Index", "LSH", "METHODS", "get_method", "load_model",
-           "Split", "DataError", "load_data", "fit_and_evaluate", "train_and_evaluate"]
+__all__ = ["HAGCN", "NetworkHAGCN", "PaperHAGCN", "FILTERS", "HashMethod", "Index", "LSH", "METHODS", "get_method",
+           "load_model", "Split", "DataError", "load_data", "fit_and_evaluate", "train_and_evaluate"]

@@ -1,6 +1,6 @@
 """Graphs for HAGCN: per-step similarity graphs, spectral operators, Lanczos, and the training-set graph.
 
-Every spectral computation goes through the deephash_ext ops (``normalized_laplacian``,
+Every spectral computation goes through the deephash_ext ops (``normalized_laplacian``, ``eigh``,
 ``spectral_filter``); ``set_backend("reference")`` swaps in their pure-PyTorch references from
 ``deephash_ext.reference`` (used by the step-time benchmark and to cross-check).
 """
@@ -43,6 +43,11 @@ def normalized_laplacian(A: Tensor) -> Tensor:
 def spectral_filter(x: Tensor, L: Tensor, theta: Tensor, basis: str) -> Tensor:
     """``U g(Λ) Uᵀ x`` on ``x[Bt, n, d]``, ``L[Bt, n, n]`` with ``g = Σ θ_k φ_k`` (the bases of docs/ops.md)."""
     return _op("spectral_filter")(x, L, theta, basis)
+
+
+def eigh(L: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of a batch of symmetric matrices ``[Bt, n, n]``."""
+    return _op("eigh")(L)
 
 
 def default_k(n: int) -> int:

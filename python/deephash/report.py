@@ -60,8 +60,8 @@ class Run:
     def label(self) -> str:
         m = self.config["model"]
         method = m.get("method")
-        if method in ("hagcn", "hagcn-paper"):  # as HAGCN.label and PaperHAGCN.label
-            recipe = " (paper recipe)" if method == "hagcn-paper" else ""
+        if method in ("hagcn", "hagcn-net", "hagcn-paper"):  # as the HAGCN methods' labels
+            recipe = {"hagcn-net": " (network)", "hagcn-paper": " (paper recipe)"}.get(method, "")
             return f"HAGCN {m.get('filter', '')}{recipe} {self.bits}b".replace("  ", " ")
         return f"{method} {self.bits}b"
 

@@ -4,7 +4,7 @@
 
     m = get_method("itq", 64).fit(x_train)            # unsupervised
     m = get_method("csq", 64, epochs=20).fit(x_train, y_train)
-    m = get_method("hagcn", 64, filter="spline").fit(x_train)
+    m = get_method("hagcn", 64, filter="spline").fit(x_train)   # the default HAGCN
     codes = m.encode(x)                                # ±1 float32 [N, 64]
     m.save("model.pt"); load_model("model.pt")         # any method's model file (docs/formats.md)
 """
@@ -12,7 +12,7 @@ from .base import HashMethod
 from .bihalf import BiHalf
 from .csq import CSQ
 from .dsh import DSH
-from .hagcn import HAGCN, PaperHAGCN
+from .hagcn import HAGCN, NetworkHAGCN, PaperHAGCN
 from .hashnet import HashNet
 from .hybridhash import HybridHash
 from .itq import ITQ
@@ -21,7 +21,8 @@ from .pcah import PCAH
 from .sh import SH
 from .shc import SHC
 
-METHODS = {m.name: m for m in (LSH, PCAH, ITQ, SH, DSH, HashNet, BiHalf, CSQ, SHC, HybridHash, HAGCN, PaperHAGCN)}
+METHODS = {m.name: m for m in (LSH, PCAH, ITQ, SH, DSH, HashNet, BiHalf, CSQ, SHC, HybridHash, HAGCN, NetworkHAGCN,
+                                PaperHAGCN)}
 
 load_model = HashMethod.load
 
@@ -39,4 +40,4 @@ def get_method(name: str, bits: int, **kwargs) -> HashMethod:
 
 
 __all__ = ["HashMethod", "METHODS", "get_method", "load_model", "LSH", "PCAH", "ITQ", "SH", "DSH", "HashNet",
-           "BiHalf", "CSQ", "SHC", "HybridHash", "HAGCN", "PaperHAGCN"]
+           "BiHalf", "CSQ", "SHC", "HybridHash", "HAGCN", "NetworkHAGCN", "PaperHAGCN"]

@@ -147,6 +147,8 @@ class HashMethod:
                 raise ValueError(f"{path}: a damaged HAGCN model file of the old format ({type(e).__name__}: {e})") from e
         if not isinstance(blob, dict) or "method" not in blob or "state" not in blob:
             raise ValueError(f"{path}: not a deephash model file")
+        if blob["method"] == "hagcn" and isinstance(blob["state"], dict) and "net" in blob["state"]:
+            blob = {**blob, "method": "hagcn-net"}  # written when the network was the default HAGCN (< 0.2)
         if cls.name != "base" and blob.get("method") != cls.name:
             raise ValueError(f"{path}: holds a {blob.get('method')!r} model, not {cls.name!r}")
         klass = cls

@@ -1,17 +1,24 @@
-"""HAGCN as hashing methods: ``hagcn`` (the default network) and ``hagcn-paper`` (the paper code's recipe).
+"""HAGCN as hashing methods: ``hagcn`` (the default: a filtered-graph projection), ``hagcn-net`` (the
+graph-convolutional autoencoder) and ``hagcn-paper`` (the paper code's recipe).
 
-Both train a network of :mod:`deephash.models.hagcn` with Adam over shuffled mini-batches for a number
-of epochs, and encode with its per-item hash head. Options left ``None`` take the network's default
-configuration for the data's width and the filter (``HAGCNNet.default_config``); the resolved
-configuration is the method's :attr:`config` once fitted.
+``hagcn`` (:class:`HAGCN`, :mod:`deephash.models.filtered_projection`): the spectral filter of kNN graphs
+over the training items shapes the projection that produces the codes, and each item is encoded through
+a small graph of itself and its nearest training items. Changing the filter changes the codes;
+``filter="none"`` is the same model with every filter the identity (ITQ on unit features). Fitted in
+``passes`` (graph, filter, projection); a checkpoint after each pass lets a killed fit resume exactly.
+
+``hagcn-net`` and ``hagcn-paper`` train a network of :mod:`deephash.models.hagcn` with Adam over shuffled
+mini-batches for a number of epochs, and encode with its per-item hash head. Options left ``None`` take
+the network's default configuration for the data's width and the filter (``HAGCNNet.default_config``);
+the resolved configuration is the method's :attr:`config` once fitted.
 
 Deterministic under ``seed``: the network's initialisation, the anchors, the training-set graph codes,
 each epoch's shuffle and any random start vector come from generators derived from ``seed`` (and the
 epoch), so a run resumed from its checkpoint (``fit(..., checkpoint=...)``: network, optimiser, targets,
 epoch, loss history after every epoch) ends exactly as an uninterrupted one.
 
-``fit(..., parallel=DataParallel())`` trains data-parallel (:mod:`deephash.data_parallel`): the encoder runs on
-this rank's rows of each global batch, the per-batch graph and the filter on the whole batch.
+``fit(..., parallel=DataParallel())`` trains the networks data-parallel (:mod:`deephash.data_parallel`): the
+encoder runs on this rank's rows of each global batch, the per-batch graph and the filter on the whole batch.
 """
 from __future__ import annotations
 
@@ -22,9 +29,10 @@ import torch
 
 from .. import graphs
 from ..data_parallel import ONE_PROCESS
+from ..models import filtered_projection as fp
 from ..models.hagcn import HAGCNNet, PaperHAGCNNet, canonical_filter
 from ..progress import training_progress
-from .base import HashMethod
+from .base import HashMethod, as_float, sign
 
 _RUN_OPTIONS = {"device": "cpu", "progress": False}
 
@@ -37,10 +45,176 @@ def _gen(*parts: int) -> torch.Generator:
 
 
 class HAGCN(HashMethod):
-    """The default HAGCN (:class:`~deephash.models.hagcn.HAGCNNet`), trained against the training-set
-    graph's spectral codes. ``device`` is where it trains; codes are computed on the CPU."""
+    """The default HAGCN: codes from a projection that the spectral filter of kNN graphs over the training
+    items shapes, each item encoded through a subgraph of itself and its ``anchors`` nearest training items
+    (:mod:`deephash.models.filtered_projection`). Unsupervised; labels are never read.
+
+    Options: ``filter`` (chebyshev, spline, fourier, gcn, lanczos, none), ``order`` (basis functions;
+    default 16, fourier 64: the eigenvectors kept), ``knn`` (graph neighbours), ``anchors`` (training
+    items in each item's encoding subgraph; 0: none), ``passes`` (graph builds; from the second on, the
+    graph is rebuilt in the filtered projection), ``heat`` and ``local_heat`` (the heat kernels' time on
+    the training graphs and on the encoding subgraphs), ``subgraphs`` (graphs the training items are split
+    into; default one per ``MAX_GRAPH_NODES`` items), ``iterations`` (ITQ's), ``device``, ``progress``."""
 
     name = "hagcn"
+    resumable = True
+    options = {"filter": "chebyshev", "order": None, "knn": 10, "anchors": 8, "passes": 2, "heat": 10.0,
+               "local_heat": 0.5, "subgraphs": None, "iterations": 50, **_RUN_OPTIONS}
+
+    def __init__(self, bits: int, seed: int = 0, **kwargs):
+        super().__init__(bits, seed, **kwargs)
+        self.filter = "chebyshev" if self.filter == "cheby" else self.filter
+        if self.filter not in fp.FILTERS:
+            raise ValueError(f"{self.name}: unknown filter {self.filter!r}; choose one of {', '.join(fp.FILTERS)}")
+        self.mean = self.W = self.R = self.anchor_z = None
+        self.fitted = None
+        self.history = []
+
+    @property
+    def label(self) -> str:
+        return f"HAGCN {self.filter}"
+
+    @property
+    def config(self) -> dict:
+        """Once fitted: the resolved configuration (defaults filled in for the data)."""
+        return super().config if self.fitted is None else {**super().config, **self.fitted}
+
+    def resolve(self, n: int, d: int) -> dict:
+        """The options with defaults filled in for ``n`` training items of ``d`` dimensions; options out
+        of range, or that do not fit the data or the filter, are refused (nothing is clamped)."""
+        name, filt = self.name, self.filter
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}: {message}")
+
+        def integer(key: str, low: int) -> int:
+            v = getattr(self, key)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= low,
+                 f"{key} must be an integer >= {low}, got {v!r}")
+            return int(v)
+
+        def positive(key: str) -> float:
+            v = getattr(self, key)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                 f"{key} must be a finite number > 0, got {v!r}")
+            return float(v)
+
+        need(self.bits <= d, f"{self.bits} bits need at least {self.bits}-d embeddings, got {d}-d")
+        need(n >= 3, f"x_train must have at least 3 items, got {n}")
+        G = integer("subgraphs", 1) if self.subgraphs is not None else max(1, math.ceil(n / fp.MAX_GRAPH_NODES))
+        nodes = n // G  # the smallest graph's nodes
+        need(nodes >= 3, f"subgraphs={G} leaves graphs of {nodes} items (at least 3 each)")
+        cfg = {"filter": filt, "knn": integer("knn", 1), "anchors": integer("anchors", 0),
+               "passes": integer("passes", 1), "heat": positive("heat"), "local_heat": positive("local_heat"),
+               "subgraphs": G, "iterations": integer("iterations", 0), "dims": min(max(fp.GRAPH_DIMS, self.bits), d)}
+        need(cfg["knn"] < nodes, f"knn={cfg['knn']} needs graphs of more than {cfg['knn']} items; "
+             f"the training graphs have {nodes}")
+        need(cfg["anchors"] < n, f"anchors={cfg['anchors']} needs more than {cfg['anchors']} training items, got {n}")
+        if filt in ("gcn", "none"):
+            need(self.order is None, f"order does not apply to filter {filt} (it has no basis)")
+            cfg["order"] = None
+        else:
+            low = 4 if filt == "spline" else 1
+            order = integer("order", low) if self.order is not None else min(fp.DEFAULT_ORDER[filt], nodes)
+            if filt == "fourier":
+                need(order <= nodes, f"order={order} is more than the {nodes} nodes of a training graph (the "
+                     f"fourier filter keeps at most that many eigenvectors)")
+            cfg["order"] = order
+        return cfg
+
+    def fit(self, x_train, y_train=None, *, checkpoint=None) -> "HAGCN":
+        x = as_float(x_train)
+        if x.dim() != 2:
+            raise ValueError(f"{self.name}: x_train must be [N, d], got shape {tuple(x.shape)}")
+        n, d = x.shape
+        cfg = self.resolve(n, d)
+        filt, dev, bits = self.filter, torch.device(self.device), self.bits
+        mean = x.mean(0)
+        F = fp.unit(x - mean).double().to(dev)
+        theta = None
+        if filt in ("chebyshev", "spline", "fourier"):
+            theta = fp.heat_theta(filt, cfg["heat"], cfg["order"]).to(dev)
+        elif filt == "lanczos":
+            theta = fp.heat_theta("chebyshev", cfg["heat"], cfg["order"]).to(dev)
+        start, history, W, mu = 0, [], None, None
+        key = {**cfg, "bits": bits}  # a checkpoint resumes only the same configuration
+        state = checkpoint.restore(key, self.seed) if checkpoint is not None else None
+        if state is not None:
+            with checkpoint.reading():
+                W, mu = state["W"].to(dev), state["mu"].to(dev)
+                start, history = int(state["epoch"]), list(state["history"])
+                if not (0 < start <= cfg["passes"] and tuple(W.shape) == (d, d)):
+                    raise ValueError(f"pass {start} of {cfg['passes']}, projection {tuple(W.shape)}")
+        bar = training_progress(f"{self.label} {bits}b", cfg["passes"], 1, start) if self.progress else None
+        groups = fp.parts(n, cfg["subgraphs"], self.seed)
+        for p in range(start, cfg["passes"]):
+            if filt == "none":
+                T = F
+            else:  # the first graph in the unit features, later ones in the filtered projection
+                feats = F if W is None else fp.unit(F @ W[:, :fp.GRAPH_DIMS])
+                T = torch.empty_like(F)
+                for idx in groups:
+                    A = fp.knn_graph(feats[idx], cfg["knn"])
+                    T[idx] = fp.filtered_signal(F[idx], A, filt, theta, self.seed)
+            W, mu = fp.projection(F, T)
+            history.append(float(mu[:bits].mean()))  # energy a code dimension keeps through the filter
+            if bar is not None:
+                bar.step(p + 1, history[-1])
+                bar.end_epoch(p + 1, history[-1])
+            if checkpoint is not None:
+                checkpoint.save(key, self.seed, p + 1, history, W=W.cpu(), mu=mu.cpu())
+        if bar is not None:
+            bar.close()
+        D = cfg["dims"]
+        Ws = W[:, :D] * mu[:D].clamp_min(0) ** fp.POWER
+        V = F @ Ws
+        R = fp.itq_rotation(V[:, :bits], cfg["iterations"], torch.Generator().manual_seed(self.seed))
+        self.mean, self.W, self.R = mean, Ws.float().cpu(), R.float().cpu()
+        self.anchor_z = V.float().cpu() if cfg["anchors"] > 0 and filt != "none" else None
+        self.fitted, self.history = cfg, history
+        return self
+
+    def project(self, x, chunk: int = 4096) -> torch.Tensor:
+        """The items' filtered projections ``[N, dims]`` (before the rotation)."""
+        if self.W is None:
+            raise RuntimeError(f"{self.name}.encode before fit")
+        x = as_float(x)
+        if x.dim() != 2 or x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"{self.name}: expected items [N, {self.mean.shape[0]}], got shape {tuple(x.shape)}")
+        out = []
+        for s in range(0, x.shape[0], chunk):
+            z = fp.unit(x[s:s + chunk] - self.mean) @ self.W
+            if self.anchor_z is not None:
+                z = fp.local_filter(z, self.anchor_z, self.fitted["anchors"], self.fitted["local_heat"])
+            out.append(z)
+        return torch.cat(out) if out else x.new_zeros(0, self.W.shape[1])
+
+    def encode(self, x) -> torch.Tensor:
+        return sign(self.project(x)[:, :self.bits] @ self.R)
+
+    def state_dict(self) -> dict:
+        return {"config": self.fitted, "mean": self.mean, "W": self.W, "R": self.R, "anchor_z": self.anchor_z,
+                "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        cfg = dict(state["config"])
+        mean, W, R, anchor_z = state["mean"], state["W"], state["R"], state["anchor_z"]
+        d, D = W.shape
+        if (tuple(mean.shape) != (d,) or tuple(R.shape) != (self.bits, self.bits) or D < self.bits
+                or anchor_z is not None and (anchor_z.dim() != 2 or anchor_z.shape[1] != D
+                                             or anchor_z.shape[0] <= int(cfg["anchors"]))):
+            raise ValueError("the stored projection, rotation and anchors do not fit together")
+        self.mean, self.W, self.R, self.anchor_z = mean, W, R, anchor_z
+        self.fitted, self.history = cfg, list(state.get("history", []))
+
+
+class NetworkHAGCN(HashMethod):
+    """HAGCN's graph-convolutional autoencoder (:class:`~deephash.models.hagcn.HAGCNNet`, the default
+    model before 0.2), trained against the training-set graph's spectral codes. ``device`` is where it
+    trains; codes are computed on the CPU."""
+
+    name = "hagcn-net"
     resumable = True
     data_parallel = True
     net_class = HAGCNNet
@@ -56,7 +230,7 @@ class HAGCN(HashMethod):
 
     @property
     def label(self) -> str:
-        return f"HAGCN {self.filter}"
+        return f"HAGCN {self.filter} (network)"
 
     @property
     def in_dim(self) -> int | None:
@@ -130,7 +304,7 @@ class HAGCN(HashMethod):
         out = net.forward_train(x[idx], generator=generator, parallel=parallel)
         return net.loss(out, targets[idx] if targets is not None else None)[0]
 
-    def fit(self, x_train, y_train=None, *, checkpoint=None, parallel=None) -> "HAGCN":
+    def fit(self, x_train, y_train=None, *, checkpoint=None, parallel=None) -> "NetworkHAGCN":
         """Train on ``x_train``; ``parallel``: data-parallel over its ranks (:mod:`deephash.data_parallel`),
         every rank passing the same data and options. Rank 0 computes the training-set graph codes and
         sends them to the others."""
@@ -209,7 +383,7 @@ class HAGCN(HashMethod):
         self.net = net.eval()
 
 
-class PaperHAGCN(HAGCN):
+class PaperHAGCN(NetworkHAGCN):
     """HAGCN as the paper's code trains it (:class:`~deephash.models.hagcn.PaperHAGCNNet`): the step's own
     graph ``1 + hhᵀ/n`` as the similarity target, its layers, loss and recipe."""
 
@@ -231,7 +405,7 @@ def upgrade_old_model_file(blob: dict) -> dict:
     the paper recipe marked ``config["seed_compatible"]``) in today's layout. Such files did not record the
     training seed; it reads as 0."""
     cfg = dict(blob["config"])
-    cls = PaperHAGCN if cfg.pop("seed_compatible", False) else HAGCN
+    cls = PaperHAGCN if cfg.pop("seed_compatible", False) else NetworkHAGCN
     options = {k: cfg[k] for k in cls.tunables if k in cfg}
     return {"method": cls.name, "bits": cfg["bits"], "seed": 0, "options": {"filter": cfg["filter"], **options},
             "state": {"config": cfg, "net": blob["state_dict"]}}

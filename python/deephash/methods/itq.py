@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.filtered_projection import itq_rotation
 from .base import ProjectionMethod, as_float, pca
 
 
@@ -25,12 +26,7 @@ class ITQ(ProjectionMethod):
             raise ValueError(f"{self.name}: {self.bits} bits need at least {self.bits}-d embeddings, got {x.shape[1]}-d")
         mean, w, _ = pca(x, self.bits)
         v = ((x - mean) @ w).to(torch.float64)
-        g = torch.Generator().manual_seed(self.seed)
-        r, _ = torch.linalg.qr(torch.randn(self.bits, self.bits, generator=g, dtype=torch.float64))
-        for _ in range(int(self.iterations)):
-            b = torch.where(v @ r > 0, 1.0, -1.0).to(torch.float64)
-            s, _, sh_t = torch.linalg.svd(v.T @ b)
-            r = s @ sh_t
+        r = itq_rotation(v, int(self.iterations), torch.Generator().manual_seed(self.seed))
         self.mean = mean
         self.proj = (w.to(torch.float64) @ r).to(torch.float32)
         return self

@@ -1,0 +1,148 @@
+"""The default HAGCN's cost on Fashion-MNIST: fit time, encoding throughput, and its batched spectral ops
+against their pure-PyTorch references, with the paper recipe's epoch time beside it.
+
+    python benchmarks/bench_hagcn_speed.py --out benchmarks/results/hagcn-speed-X.md
+
+- fit: ``hagcn`` (default options, 64 bits) on the 5,000 training items, whole and per pass;
+- the paper recipe (``hagcn-paper``, the paper code's model and training loop as deephash runs it): the
+  median epoch time over ``--paper-epochs`` epochs on the same items;
+- encoding: all 70,000 items (queries + database), items/s, with ``graphs.set_backend("ops")`` and
+  ``("reference")`` alternating over ``--rounds``;
+- the ops on that path, alone, ops against references (medians of ``--rounds``): the encoding subgraphs
+  (``normalized_laplacian`` and ``spectral_filter`` on ``[70000, 9, 9]``) and one training graph's
+  filter (``spectral_filter`` on ``[1, 5000, 5000]`` float64 with 784 signals: eigendecomposition included).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _record import emit, header  # noqa: E402
+
+from deephash import graphs  # noqa: E402
+from deephash.data import load_data  # noqa: E402
+from deephash.methods import get_method  # noqa: E402
+from deephash.models import filtered_projection as fp  # noqa: E402
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def alternate(fns: dict, rounds: int) -> dict:
+    """Median seconds of each function, run in turn ``rounds`` times (ops and references interleaved)."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(timed(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def with_backend(name: str, fn):
+    def run():
+        graphs.set_backend(name)
+        try:
+            fn()
+        finally:
+            graphs.set_backend("ops")
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--bits", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--paper-epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    split = load_data("fashion-mnist")
+    x_train = torch.from_numpy(split.x_train)
+    items = torch.from_numpy(np.concatenate([split.x_query, split.x_db]))
+    lines = [header("HAGCN (default model): fit, encoding and its spectral ops"),
+             f"Fashion-MNIST standard protocol: {len(x_train)} training items, {len(items)} items encoded, "
+             f"784-d; {a.bits} bits; medians of {a.rounds} rounds where rounds are stated.", ""]
+
+    m = get_method("hagcn", a.bits)
+    fit_s = timed(lambda: m.fit(x_train))
+    passes = m.config["passes"]
+    lines += ["## Fit", "", "| model | fit | per pass / epoch |", "|---|---|---|",
+              f"| hagcn chebyshev ({passes} passes, ITQ {m.config['iterations']} iterations) | {fit_s:.1f} s | "
+              f"{fit_s / passes:.1f} s per pass |"]
+    paper = get_method("hagcn-paper", a.bits, epochs=1)
+    net, _ = paper.build(x_train, targets=False)
+    opt = torch.optim.Adam(net.parameters(), lr=float(net.config["lr"]))
+    bs = int(net.config["batch_size"])
+    epoch_s = []
+    for e in range(a.paper_epochs):
+        perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(e))
+        t = time.perf_counter()
+        for s in range(max(1, len(x_train) // bs)):
+            loss = paper.step_loss(net, x_train, None, perm[s * bs:(s + 1) * bs])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        epoch_s.append(time.perf_counter() - t)
+    med = statistics.median(epoch_s)
+    lines += [f"| hagcn-paper chebyshev (batch {bs}, {net.config['epochs']} epochs by default) | "
+              f"{med * int(net.config['epochs']):.1f} s for its default epochs | {med:.2f} s per epoch "
+              f"(median of {a.paper_epochs}) |", ""]
+    print("\n".join(lines), flush=True)
+
+    enc = alternate({"ops": with_backend("ops", lambda: m.encode(items)),
+                     "reference": with_backend("reference", lambda: m.encode(items))}, a.rounds)
+    lines += ["## Encoding 70,000 items (projection, subgraph of 9 nodes each, rotation, sign)", "",
+              "| backend | seconds | items/s |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.2f} | {len(items) / v:,.0f} |" for k, v in enc.items()]
+    lines += [f"| ratio reference / ops | {enc['reference'] / enc['ops']:.2f}x | |", ""]
+    print("\n".join(lines[-6:]), flush=True)
+
+    # The encoding subgraphs' ops alone.
+    f = fp.unit(items - m.mean) @ m.W
+    k = m.config["anchors"]
+    zu, au = fp.unit(f), fp.unit(m.anchor_z)
+    near = [fp.sq_dists(zu[s:s + 8192], au).topk(k, 1, largest=False) for s in range(0, len(f), 8192)]
+    dist, idx = torch.cat([n.values for n in near]), torch.cat([n.indices for n in near])
+    nodes = torch.cat([zu[:, None], au[idx]], 1)
+    A = torch.exp(-fp.sq_dists(nodes, nodes) / dist.mean(1)[:, None, None]) * (1 - torch.eye(k + 1))
+    e0 = torch.zeros(len(f), k + 1, 1)
+    e0[:, 0] = 1
+    theta = fp.heat_theta("chebyshev", m.config["local_heat"], fp.LOCAL_ORDER, torch.float32)
+    import deephash_ext
+    import deephash_ext.reference as ref
+    L = deephash_ext.normalized_laplacian(A)
+    sub = alternate({"normalized_laplacian ops": lambda: deephash_ext.normalized_laplacian(A),
+                     "normalized_laplacian reference": lambda: ref.normalized_laplacian(A),
+                     "spectral_filter ops": lambda: deephash_ext.spectral_filter(e0, L, theta, "chebyshev"),
+                     "spectral_filter reference": lambda: ref.spectral_filter(e0, L, theta, "chebyshev")}, a.rounds)
+    # One training graph's filter (the first pass's graph).
+    F = fp.unit(x_train - x_train.mean(0)).double()
+    G = fp.knn_graph(F, m.config["knn"])
+    LG = deephash_ext.normalized_laplacian(G[None])
+    th = fp.heat_theta("chebyshev", m.config["heat"], m.config["order"])
+    big = alternate({"spectral_filter ops": lambda: deephash_ext.spectral_filter(F[None], LG, th, "chebyshev"),
+                     "spectral_filter reference": lambda: ref.spectral_filter(F[None], LG, th, "chebyshev")},
+                    a.rounds)
+    lines += ["## The batched spectral ops on this path, ops against references", "",
+              "| call | shape | ops s | reference s | reference / ops |", "|---|---|---|---|---|"]
+    for name, shape, res in (("normalized_laplacian", f"[{len(f)}, {k + 1}, {k + 1}] float32", sub),
+                             ("spectral_filter chebyshev", f"[{len(f)}, {k + 1}, {k + 1}] x [.., 1] float32", sub),
+                             ("spectral_filter chebyshev", f"[1, {len(F)}, {len(F)}] x [.., 784] float64", big)):
+            op = name.split()[0]
+            o, r = res[f"{op} ops"], res[f"{op} reference"]
+            lines.append(f"| {name} | {shape} | {o:.3f} | {r:.3f} | {r / o:.2f}x |")
+    emit(lines, a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""The default HAGCN (``hagcn``): the filtered-graph projection of deephash.models.filtered_projection."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import deephash_ext
+from deephash import graphs
+from deephash.methods import METHODS, HashMethod, get_method, load_model
+from deephash.methods.hagcn import HAGCN
+from deephash.models import filtered_projection as fp
+from deephash.run import Checkpoint
+
+from conftest import Killed, kill_after, make_blobs
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = make_blobs(n_per_class=40, classes=6, dim=24, seed=5, spread=0.6)
+    return torch.as_tensor(x), y
+
+
+def _fit(x, **kw):
+    bits = kw.pop("bits", 16)
+    return get_method("hagcn", bits, **kw).fit(x)
+
+
+def test_is_the_default_method_and_refuses_what_it_does_not_take(data):
+    assert METHODS["hagcn"] is HAGCN and not HAGCN.supervised and HAGCN.resumable and not HAGCN.data_parallel
+    with pytest.raises(TypeError, match="epochs"):
+        get_method("hagcn", 16, epochs=3)
+    with pytest.raises(ValueError, match="unknown filter 'wavelet'"):
+        get_method("hagcn", 16, filter="wavelet")
+    x, _ = data
+    bad = [({"order": 3, "filter": "spline"}, "order must be an integer >= 4"),
+           ({"order": 2, "filter": "gcn"}, "order does not apply to filter gcn"),
+           ({"order": 2, "filter": "none"}, "order does not apply to filter none"),
+           ({"order": 500, "filter": "fourier"}, "fourier filter keeps at most"),
+           ({"knn": 0}, "knn must be an integer >= 1"), ({"knn": 240}, "knn=240"),
+           ({"anchors": 240}, "anchors=240"), ({"anchors": -1}, "anchors must be"),
+           ({"passes": 0}, "passes must be"), ({"heat": float("nan")}, "heat must be a finite number"),
+           ({"local_heat": 0}, "local_heat must be"), ({"subgraphs": 100}, "subgraphs=100"),
+           ({"knn": 2.5}, "knn must be an integer"), ({"bits": 32}, "32 bits need at least 32-d")]
+    for opts, message in bad:
+        with pytest.raises(ValueError, match=message):
+            _fit(x, **opts)
+    with pytest.raises(ValueError, match="at least 3 items"):
+        _fit(x[:2])
+    with pytest.raises(RuntimeError, match="before fit"):
+        get_method("hagcn", 16).encode(x)
+    m = _fit(x, filter="gcn")
+    with pytest.raises(ValueError, match=r"expected items \[N, 24\]"):
+        m.encode(x[:, :5])
+
+
+@pytest.mark.parametrize("filt", fp.FILTERS)
+def test_codes_are_pm1_deterministic_and_independent_of_the_batch(filt, data):
+    x, _ = data
+    a, b = _fit(x, filter=filt, seed=3), _fit(x, filter=filt, seed=3)
+    codes = a.encode(x)
+    assert codes.shape == (len(x), 16) and codes.dtype == torch.float32
+    assert set(codes.unique().tolist()) <= {-1.0, 1.0}
+    assert torch.equal(codes, b.encode(x))  # same seed, same codes
+    # An item's code depends on the item and the stored anchors only: alone, reordered, among others.
+    assert torch.equal(a.encode(x[7:8]), codes[7:8])
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.encode(x[perm]), codes[perm])
+    assert torch.equal(a.encode(torch.cat([x[:3], torch.randn(50, x.shape[1])]))[:3], codes[:3])
+    assert a.encode(x[:0]).shape == (0, 16)
+
+
+def test_the_filter_changes_the_codes_and_none_is_itq_on_unit_features(data):
+    x, _ = data
+    codes = {f: _fit(x, filter=f).encode(x) for f in fp.FILTERS}
+    for f in fp.FILTERS:
+        for g in fp.FILTERS:
+            if f < g:
+                assert not torch.equal(codes[f], codes[g]), (f, g)
+    # none: every filter the identity -- the projection spans the principal directions of the unit features
+    # (then ITQ), and there is no encoding subgraph.
+    m = _fit(x, filter="none", seed=4)
+    f = fp.unit(x - x.mean(0)).double()
+    _, vecs = torch.linalg.eigh(f.T @ f)
+    top = vecs.flip(1)[:, :16]
+    w = m.W[:, :16].double()
+    assert (w - top @ (top.T @ w)).norm() < 1e-4 * w.norm() and m.anchor_z is None
+    # Its heat is irrelevant; for the others a different heat gives other codes.
+    assert torch.equal(_fit(x, filter="none", heat=3.0).encode(x), _fit(x, filter="none").encode(x))
+    assert not torch.equal(_fit(x, heat=3.0).encode(x), codes["chebyshev"])
+
+
+def test_filtering_helps_on_clustered_data():
+    """Clusters along curved manifolds: the graph's low-pass filter finds what PCA does not."""
+    x, y = make_blobs(n_per_class=60, classes=8, dim=32, seed=11, spread=0.9)
+    from deephash.metrics import mean_average_precision
+
+    def score(m):
+        c = m.encode(x)
+        return mean_average_precision(c, c, y, y, 0)
+
+    filtered, plain = score(_fit(x, bits=16)), score(_fit(x, bits=16, filter="none"))
+    assert filtered > plain + 0.02, (filtered, plain)
+
+
+@pytest.mark.parametrize("filt", ["chebyshev", "spline", "fourier", "lanczos"])
+def test_every_eigendecomposition_goes_through_our_ops(filt, data, monkeypatch):
+    x, _ = data
+    calls = {"eigh": 0, "spectral_filter": 0, "normalized_laplacian": 0}
+    for name in calls:
+        real = getattr(deephash_ext, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(deephash_ext, name, spy)
+
+    def refuse(*a, **k):
+        raise AssertionError("a torch eigensolver on the HAGCN path")
+
+    monkeypatch.setattr(torch.linalg, "eigh", refuse)
+    monkeypatch.setattr(torch.linalg, "eigvalsh", refuse)
+    m = _fit(x, filter=filt, passes=2)
+    m.encode(x[:5])
+    assert calls["eigh"] == 2 and calls["spectral_filter"] >= 2 + 1 and calls["normalized_laplacian"] >= 3
+
+
+def test_encoding_subgraphs_are_one_batch(data, monkeypatch):
+    x, _ = data
+    m = _fit(x, anchors=5)
+    shapes = []
+    real = deephash_ext.normalized_laplacian
+    monkeypatch.setattr(deephash_ext, "normalized_laplacian", lambda A: (shapes.append(tuple(A.shape)), real(A))[1])
+    m.encode(x[:13])
+    assert shapes == [(13, 6, 6)]
+    # anchors=0: the projection alone, no subgraph.
+    m0 = _fit(x, anchors=0)
+    shapes.clear()
+    m0.encode(x[:13])
+    assert shapes == [] and m0.anchor_z is None
+
+
+def test_training_items_are_split_into_subgraphs(data, monkeypatch):
+    x, _ = data
+    shapes = []
+    real = deephash_ext.normalized_laplacian
+    monkeypatch.setattr(deephash_ext, "normalized_laplacian", lambda A: (shapes.append(tuple(A.shape)), real(A))[1])
+    m = get_method("hagcn", 16, subgraphs=3, anchors=0, passes=1).fit(x)
+    assert shapes == [(1, 80, 80)] * 3 and m.config["subgraphs"] == 3
+    assert get_method("hagcn", 16).resolve(fp.MAX_GRAPH_NODES * 2 + 1, 24)["subgraphs"] == 3
+
+
+def test_ops_and_references_agree(data):
+    x, _ = data
+    m = _fit(x, filter="spline")
+    graphs.set_backend("reference")
+    try:
+        r = _fit(x, filter="spline")
+        zr = r.project(x)
+    finally:
+        graphs.set_backend("ops")
+    z = m.project(x)
+    zr = zr * torch.sign((z * zr).sum(0))  # an eigenvector's sign is arbitrary: the two solvers may differ
+    torch.testing.assert_close(z, zr, rtol=1e-3, atol=1e-4)
+
+
+def test_heat_kernels():
+    lam = torch.linspace(0, 2, 41, dtype=torch.float64)
+    for t in (0.5, 10.0):
+        want = torch.exp(-t * lam)
+        cheb = deephash_ext.reference.chebyshev_basis(lam, 16) @ fp.heat_theta("chebyshev", t, 16)
+        torch.testing.assert_close(cheb, want, atol=1e-5, rtol=0)  # 16 terms: truncation ~4e-6 at t = 10
+        spline = deephash_ext.reference.spline_basis(lam, 16) @ fp.heat_theta("spline", t, 16)
+        assert (spline - want).abs().max() < (0.02 if t < 1 else 0.1)
+    assert torch.equal(fp.heat_theta("fourier", 1.0, 5), torch.ones(5, dtype=torch.float64))
+    with pytest.raises(ValueError):
+        fp.heat_theta("gcn", 1.0, 4)
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_fit(data, tmp_path):
+    x, _ = data
+    opts = dict(filter="lanczos", passes=3, seed=7)
+    full = get_method("hagcn", 16, **opts).fit(x, checkpoint=Checkpoint(tmp_path / "a" / "checkpoint.pt"))
+    with pytest.raises(Killed):
+        get_method("hagcn", 16, **opts).fit(x, checkpoint=Checkpoint(tmp_path / "b" / "checkpoint.pt",
+                                                                       on_epoch=kill_after(1)))
+    resumed = get_method("hagcn", 16, **opts).fit(x, checkpoint=Checkpoint(tmp_path / "b" / "checkpoint.pt",
+                                                                             resume=True))
+    assert len(full.history) == 3 and resumed.history == full.history
+    assert torch.equal(resumed.encode(x), full.encode(x))
+    for key in ("W", "R", "anchor_z"):
+        assert torch.equal(getattr(resumed, key), getattr(full, key)), key
+    for other in (dict(opts, heat=2.0), dict(opts, seed=8)):
+        with pytest.raises(ValueError, match="another configuration or seed"):
+            get_method("hagcn", 16, **other).fit(x, checkpoint=Checkpoint(tmp_path / "b" / "checkpoint.pt",
+                                                                            resume=True))
+    with pytest.raises(ValueError, match="another configuration"):  # other bits: another model
+        get_method("hagcn", 8, **opts).fit(x, checkpoint=Checkpoint(tmp_path / "b" / "checkpoint.pt", resume=True))
+
+
+def test_save_load_and_damaged_files(data, tmp_path):
+    x, _ = data
+    m = _fit(x, filter="fourier", order=12, seed=2)
+    m.save(tmp_path / "m.pt")
+    for loader in (HAGCN.load, HashMethod.load, load_model):
+        back = loader(tmp_path / "m.pt")
+        assert type(back) is HAGCN and back.get_options() == m.get_options() and back.config == m.config
+        assert torch.equal(back.encode(x), m.encode(x))
+    assert m.config["order"] == 12 and m.config["filter"] == "fourier" and m.config["in_dim"] == 24
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    blob["state"]["R"] = torch.zeros(3, 3)
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a usable hagcn model file"):
+        load_model(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not"):
+        METHODS["hagcn-net"].load(tmp_path / "m.pt")
+
+
+def test_a_network_file_written_as_hagcn_loads_as_hagcn_net(data, tmp_path):
+    """Before 0.2 the network was the default ``hagcn``; its files still load, as ``hagcn-net``."""
+    x, _ = data
+    net = get_method("hagcn-net", 16, epochs=1, hidden=16, batch_size=40, anchors=8).fit(x)
+    net.save(tmp_path / "n.pt")
+    blob = torch.load(tmp_path / "n.pt", weights_only=True)
+    blob["method"] = "hagcn"
+    torch.save(blob, tmp_path / "old.pt")
+    back = load_model(tmp_path / "old.pt")
+    assert back.name == "hagcn-net" and torch.equal(back.encode(x), net.encode(x))
+
+
+def test_progress_lines_per_pass(data, capsys):
+    x, _ = data
+    m = get_method("hagcn", 16, passes=2, progress=True).fit(x)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("HAGCN chebyshev 16b: epoch 1/2")
+    assert all(math.isfinite(h) and 0 < h <= 1 + 1e-9 for h in m.history)
+
+
+def test_float64_input_and_numpy_input_give_the_same_codes(data):
+    x, _ = data
+    m = _fit(x)
+    assert torch.equal(m.encode(x.double()), m.encode(x)) and torch.equal(m.encode(x.numpy()), m.encode(x))
+    assert torch.equal(_fit(np.asarray(x)).encode(x), m.encode(x))
