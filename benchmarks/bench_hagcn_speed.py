@@ -79,7 +79,7 @@ def main() -> None:
     lines += ["## Fit", "", "| model | fit | per pass / epoch |", "|---|---|---|",
               f"| hagcn chebyshev ({passes} passes, ITQ {m.config['iterations']} iterations) | {fit_s:.1f} s | "
               f"{fit_s / passes:.1f} s per pass |"]
-    paper = get_method("hagcn-paper", a.bits, epochs=1)
+    paper = get_method("hagcn-paper", a.bits)
     net, _ = paper.build(x_train, targets=False)
     opt = torch.optim.Adam(net.parameters(), lr=float(net.config["lr"]))
     bs = int(net.config["batch_size"])

@@ -256,7 +256,7 @@ def _(ws, t):
 
 @case("train: --epochs for the default hagcn (it fits in passes)")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 3), ["--epochs", "hagcn"]
+    return train_args(ws, t / "r", "--epochs", 3), ["--epochs", "hagcn", "hagcn-net"]
 
 
 @case("train: hagcn --anchors beyond the training items")

@@ -92,7 +92,10 @@ def method_options(name: str, **given) -> dict:
     opts = {k: v for k, v in given.items() if v is not None}
     bad = sorted(k for k in opts if k not in cls.options)
     if bad:
-        raise ValueError(f"{name} has no option {', '.join('--' + b.replace('_', '-') for b in bad)}")
+        hint = ""
+        if name == "hagcn" and all(b in METHODS["hagcn-net"].options for b in bad):
+            hint = " (it fits in passes; the HAGCN networks train in epochs: --method hagcn-net or hagcn-paper)"
+        raise ValueError(f"{name} has no option {', '.join('--' + b.replace('_', '-') for b in bad)}{hint}")
     return opts
 
 

@@ -131,7 +131,7 @@ class HAGCN(HashMethod):
         cfg = self.resolve(n, d)
         filt, dev, bits = self.filter, torch.device(self.device), self.bits
         mean = x.mean(0)
-        F = fp.unit(x - mean).double().to(dev)
+        F = graphs.cosine_features(x, mean).double().to(dev)
         theta = None
         if filt in ("chebyshev", "spline", "fourier"):
             theta = fp.heat_theta(filt, cfg["heat"], cfg["order"]).to(dev)
@@ -184,7 +184,7 @@ class HAGCN(HashMethod):
             raise ValueError(f"{self.name}: expected items [N, {self.mean.shape[0]}], got shape {tuple(x.shape)}")
         out = []
         for s in range(0, x.shape[0], chunk):
-            z = fp.unit(x[s:s + chunk] - self.mean) @ self.W
+            z = graphs.cosine_features(x[s:s + chunk], self.mean) @ self.W
             if self.anchor_z is not None:
                 z = fp.local_filter(z, self.anchor_z, self.fitted["anchors"], self.fitted["local_heat"])
             out.append(z)
