@@ -242,3 +242,16 @@ def test_float64_input_and_numpy_input_give_the_same_codes(data):
     m = _fit(x)
     assert torch.equal(m.encode(x.double()), m.encode(x)) and torch.equal(m.encode(x.numpy()), m.encode(x))
     assert torch.equal(_fit(np.asarray(x)).encode(x), m.encode(x))
+
+
+@pytest.mark.parametrize("filt", fp.FILTERS)
+def test_degenerate_training_data_gives_codes_not_errors(filt):
+    opts = {"order": 8} if filt == "fourier" else {}
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.ones(50, 20), torch.randn(10, 20, generator=g).repeat(5, 1),
+              torch.randn(60, 2, generator=g) @ torch.randn(2, 20, generator=g)):
+        m = get_method("hagcn", 16, filter=filt, **opts).fit(x)
+        codes = m.encode(x)
+        assert torch.isfinite(m.W).all() and set(codes.unique().tolist()) <= {-1.0, 1.0}
+    with pytest.raises(ValueError, match="non-finite"):
+        get_method("hagcn", 16, filter=filt, **opts).fit(torch.full((30, 20), float("nan")))

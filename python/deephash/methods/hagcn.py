@@ -129,6 +129,8 @@ class HAGCN(HashMethod):
             raise ValueError(f"{self.name}: x_train must be [N, d], got shape {tuple(x.shape)}")
         n, d = x.shape
         cfg = self.resolve(n, d)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{self.name}: x_train holds non-finite values (NaN or inf)")
         filt, dev, bits = self.filter, torch.device(self.device), self.bits
         mean = x.mean(0)
         F = graphs.cosine_features(x, mean).double().to(dev)
