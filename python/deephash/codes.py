@@ -20,6 +20,8 @@ import torch
 import deephash_ext
 from deephash_ext.reference import relevance
 
+from .atomic import atomic_write
+
 __all__ = ["as_packed", "as_labels", "relevance", "save_codes", "load_codes", "write_npz"]
 
 
@@ -91,8 +93,9 @@ def check_out_file(path) -> Path:
 
 
 def write_npz(path, **arrays) -> None:
-    """``np.savez`` to exactly ``path`` (``np.savez`` itself appends ``.npz`` to a name without it)."""
-    with open(path, "wb") as f:
+    """``np.savez`` to exactly ``path`` (``np.savez`` itself appends ``.npz`` to a name without it), replacing
+    it atomically (:func:`deephash.atomic.atomic_write`)."""
+    with atomic_write(path) as f:
         np.savez(f, **arrays)
 
 

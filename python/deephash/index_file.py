@@ -42,7 +42,6 @@ import hashlib
 import json
 import mmap
 import os
-import secrets
 import stat
 import struct
 import warnings
@@ -53,6 +52,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+
+from .atomic import fsync_dir, temporary_name
 
 MAGIC = b"DHIDX\0"
 VERSION = 2
@@ -417,27 +418,13 @@ class _Writer:
         return at, len(raw), zlib.crc32(raw)
 
 
-def _fsync_dir(path) -> None:
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int, meta: dict | None = None) -> MappedFile:
     """Write a new file of one extent (``chunks()`` yields ``(codes, ids)`` arrays, ``rows`` in all, and
     is called twice: once for the codes, once for the ids) and put it at ``path`` atomically: a
     temporary file of a name unique to this writer, fsync, rename, fsync of the folder. Returns the
     new file, mapped (from the written inode, whatever ``path`` names by then)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    tmp = temporary_name(path)
     try:
         f = open(tmp, "xb+")
     except OSError as e:
@@ -464,7 +451,7 @@ def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int, meta
         if isinstance(e, OSError):
             raise IndexError_(f"{path}: cannot write index file ({e.strerror or e})") from e
         raise
-    _fsync_dir(path)
+    fsync_dir(path)
     return mapped
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
 import time
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write
 from .data import Split
 from .methods import METHODS
 from .methods.base import HashMethod, describe_load_error, load_weights
@@ -70,18 +69,10 @@ class Checkpoint:
 
     def save(self, config: dict, seed: int, epoch: int, history: list, **state) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A name of this writer's own, fsync, rename: a reader (or a resume after a kill) sees the old
-        # checkpoint or the new one, never half of one, even with two writers on one run directory.
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "xb") as f:
-                torch.save({"config": config, "seed": seed, "epoch": epoch, "history": history, **state}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # A reader (or a resume after a kill) sees the old checkpoint or the new one, never half of one,
+        # even with two writers on one run directory.
+        with atomic_write(self.path) as f:
+            torch.save({"config": config, "seed": seed, "epoch": epoch, "history": history, **state}, f)
         if self.on_epoch is not None:
             self.on_epoch(epoch)
 

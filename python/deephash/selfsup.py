@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .atomic import atomic_write
 from .codes import check_out_file
 from .progress import training_progress
 from .run import Checkpoint
@@ -356,9 +357,8 @@ def cache_key(images: np.ndarray, config: SelfSupConfig, seed: int, device="cpu"
 
 def _save_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def self_supervised_embeddings(data="fashion-mnist", out=None, *, config: SelfSupConfig = SelfSupConfig(),
