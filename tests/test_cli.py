@@ -44,6 +44,15 @@ def test_cli_end_to_end(tmp_path, split_npz, capsys):
     assert main(["search", "--index", str(idx), "--codes", str(q), "-k", "5", "--out", str(res)]) == 0
     r = np.load(res)
     assert r["ids"].shape == (20, 5) and (np.diff(r["distances"], axis=1) >= 0).all()
+    # A multi-index-hashing index gives the same answers (exact, same tie order).
+    for extra in ([], ["--substrings", "2"]):
+        assert main(["index", "--codes", str(db), "--out", str(tmp_path / "mih.idx"), "--kind", "mih", *extra]) == 0
+        assert main(["search", "--index", str(tmp_path / "mih.idx"), "--codes", str(q), "-k", "5",
+                     "--out", str(tmp_path / "mih.npz")]) == 0
+        m2 = np.load(tmp_path / "mih.npz")
+        assert (m2["ids"] == r["ids"]).all() and (m2["distances"] == r["distances"]).all()
+    from deephash import Index
+    assert Index.load(tmp_path / "mih.idx").kind == "mih"
 
     x = np.load(split_npz)["x_query"]
     np.save(tmp_path / "x.npy", x)

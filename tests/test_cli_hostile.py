@@ -279,6 +279,21 @@ def _(ws, t):
     return train_args(ws, t / "r", "--method", "hagcn-net", "--filter", "none"), ["filter", "none"]
 
 
+@case("index: --substrings with a flat index")
+def _(ws, t):
+    return ["index", "--codes", ws.db, "--out", t / "i.idx", "--substrings", 3], ["--substrings", "mih"]
+
+
+@case("index: --kind mih --substrings 0")
+def _(ws, t):
+    return ["index", "--codes", ws.db, "--out", t / "i.idx", "--kind", "mih", "--substrings", 0], ["--substrings"]
+
+
+@case("index: --kind mih --substrings beyond the bits")
+def _(ws, t):
+    return ["index", "--codes", ws.db, "--out", t / "i.idx", "--kind", "mih", "--substrings", 999], ["999"]
+
+
 @case("train: --subgraphs 0")
 def _(ws, t):
     return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--subgraphs", 0), ["--subgraphs"]

@@ -241,9 +241,12 @@ def cmd_index(args) -> int:
     from .index import Index
 
     c = load_codes(args.codes)
-    idx = Index(c["bits"]).add(torch.from_numpy(c["codes"]), c.get("ids"))
+    if args.substrings is not None and args.kind != "mih":
+        raise UsageError("--substrings applies to --kind mih only")
+    idx = Index(c["bits"], kind=args.kind, m=args.substrings).add(torch.from_numpy(c["codes"]), c.get("ids"))
     idx.save(args.out)
-    print(f"wrote an index of {len(idx)} codes of {idx.bits} bits to {args.out}")
+    kind = "" if args.kind == "flat" else " (multi-index hashing: its tables are built at the first search)"
+    print(f"wrote an index of {len(idx)} codes of {idx.bits} bits to {args.out}{kind}")
     return 0
 
 
@@ -444,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("index", help="build an index file from a codes file")
     i.add_argument("--codes", required=True)
     i.add_argument("--out", required=True)
+    i.add_argument("--kind", default="flat", choices=["flat", "mih"],
+                   help="flat: exact scan; mih: multi-index hashing (exact, sub-linear on structured codes, CPU)")
+    i.add_argument("--substrings", type=_int_in(1), default=None,
+                   help="mih: the number of substrings m (default ceil(bits / log2 N))")
     i.set_defaults(func=cmd_index)
 
     s = sub.add_parser("search", help="k nearest codes in an index")
