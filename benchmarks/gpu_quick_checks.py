@@ -136,6 +136,22 @@ def ops_once(dev):
     assert torch.allclose(y, de.spectral_filter(xs, L, th, "chebyshev"), atol=1e-9)
 
 
+@check("the default HAGCN fits on the device as on the CPU (every filter)")
+def hagcn_fit(dev):
+    from deephash.methods import get_method
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 24, generator=g) + 2 * torch.randint(0, 4, (300, 1), generator=g).float()
+    for filt in ("chebyshev", "spline", "fourier", "gcn", "lanczos", "none"):
+        opts = {"filter": filt, **({"order": 12} if filt == "fourier" else {})}
+        a = get_method("hagcn", 16, device=str(dev), **opts).fit(x)
+        b = get_method("hagcn", 16, device="cpu", **opts).fit(x)
+        # μ (the filtered energy per direction) is free of the eigenvectors' signs: compare that.
+        assert all(abs(u - v) <= 1e-6 * max(1.0, abs(v)) for u, v in zip(a.history, b.history)), filt
+        codes = a.encode(x)
+        assert set(codes.unique().tolist()) <= {-1.0, 1.0} and torch.equal(a.encode(x[5:6]), codes[5:6]), filt
+
+
 @check("sanitizer: tiny hamming_topk (fast and exact paths), eigh and topk_map")
 def sanitizer_cases(dev):
     db = torch.full((20_000, 8), 7, dtype=torch.uint8, device=dev)  # all tied: k = 10 takes the exact path
@@ -175,6 +191,7 @@ def main() -> int:
         topk_all_tied(dev, args.loops)
         topk_groups(dev)
         ops_once(dev)
+        hagcn_fit(dev)
         sanitizer_cases(dev)
     if dev == "cuda":
         torch.cuda.synchronize()
