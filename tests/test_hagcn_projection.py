@@ -233,7 +233,7 @@ def test_progress_lines_per_pass(data, capsys):
     x, _ = data
     m = get_method("hagcn", 16, passes=2, progress=True).fit(x)
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and err[0].startswith("HAGCN chebyshev 16b: epoch 1/2")
+    assert len(err) == 2 and err[0].startswith("HAGCN chebyshev 16b: pass 1/2, energy kept ")
     assert all(math.isfinite(h) and 0 < h <= 1 + 1e-9 for h in m.history)
 
 
@@ -255,3 +255,25 @@ def test_degenerate_training_data_gives_codes_not_errors(filt):
         assert torch.isfinite(m.W).all() and set(codes.unique().tolist()) <= {-1.0, 1.0}
     with pytest.raises(ValueError, match="non-finite"):
         get_method("hagcn", 16, filter=filt, **opts).fit(torch.full((30, 20), float("nan")))
+
+
+def test_train_from_the_cli_and_resume(tmp_path, split_npz, capsys):
+    """`deephash train` with the default method: a run directory without a loss curve (a fit in passes
+    has none), one progress line per pass, and --resume after the fit ends with the same files."""
+    import json
+
+    from deephash.cli import main
+
+    args = ["train", "--data", str(split_npz), "--bits", "16", "--anchors", "6"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert [line.split(",")[0] for line in err.splitlines()] == ["HAGCN chebyshev 16b: pass 1/2",
+                                                                  "HAGCN chebyshev 16b: pass 2/2"]
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert "loss_history" not in m and 0 <= m["mAP@all"] <= 1
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())["model"]
+    assert cfg["method"] == "hagcn" and cfg["anchors"] == 6 and cfg["passes"] == 2 and cfg["order"] == 16
+    assert main([*args, "--out", str(tmp_path / "a"), "--resume"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["HAGCN chebyshev 16b: resuming after pass 2/2"]
+    again = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert again["mAP@all"] == m["mAP@all"] and again["P@r2"] == m["P@r2"]

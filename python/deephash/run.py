@@ -149,7 +149,7 @@ def train_and_evaluate(split: Split, method: HashMethod, run_dir, *, resume: boo
         run.mkdir(parents=True, exist_ok=True)
     checkpoint = Checkpoint(run / CHECKPOINT, resume=resume, on_epoch=on_epoch) if method.resumable else None
     metrics, curve = fit_and_evaluate(method, split, checkpoint, parallel)
-    if getattr(method, "history", None):
+    if getattr(method, "history", None) and getattr(method, "history_is_loss", True):
         metrics["loss_history"] = list(method.history)
     if parallel is None:
         _write_run(run, method, metrics, curve, extra_config)

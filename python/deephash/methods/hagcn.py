@@ -58,6 +58,7 @@ class HAGCN(HashMethod):
 
     name = "hagcn"
     resumable = True
+    history_is_loss = False  # history: the energy the code's dimensions keep through the filter, per pass
     options = {"filter": "chebyshev", "order": None, "knn": 10, "anchors": 8, "passes": 2, "heat": 10.0,
                "local_heat": 0.5, "subgraphs": None, "iterations": 50, **_RUN_OPTIONS}
 
@@ -148,7 +149,8 @@ class HAGCN(HashMethod):
                 start, history = int(state["epoch"]), list(state["history"])
                 if not (0 < start <= cfg["passes"] and tuple(W.shape) == (d, d)):
                     raise ValueError(f"pass {start} of {cfg['passes']}, projection {tuple(W.shape)}")
-        bar = training_progress(f"{self.label} {bits}b", cfg["passes"], 1, start) if self.progress else None
+        bar = (training_progress(f"{self.label} {bits}b", cfg["passes"], 1, start, unit="pass", value="energy kept")
+               if self.progress else None)
         groups = fp.parts(n, cfg["subgraphs"], self.seed)
         for p in range(start, cfg["passes"]):
             if filt == "none":
