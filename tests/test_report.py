@@ -379,7 +379,8 @@ def test_report_of_a_run(tmp_path, image_data, image_run):
     sizes = {}
     for img in page.images:
         sizes.setdefault(img["section"], []).append(viz.png_size(decode_img(img)))
-    assert sizes["pr-curve"] == sizes["precision-at-k"] == sizes["precision-radius"] == sizes["loss"] == [(560, 380)]
+    assert sizes["pr-curve"] == sizes["precision-at-k"] == sizes["precision-radius"] == [(560, 380)]
+    assert "loss" not in sizes and "No loss history recorded for HAGCN chebyshev 16b (hagcn)" in text  # passes
     assert sizes["neighbours"] == [viz.grid_size(8, 10)] * 2
 
     # The run's grid frames its neighbours as their labels say (both kinds are drawn in test_grid_frames_follow_labels_and_bytes_repeat).
@@ -428,7 +429,19 @@ def test_report_compares_runs(tmp_path, image_data, image_run, capsys):
     assert grids[1]["src"] != grids[2]["src"]  # titles differ
     assert np.array_equal(png_array(decode_img(grids[1]))[viz.HEADER:], png_array(decode_img(grids[2]))[viz.HEADER:])
     loss_imgs = [i for i in page.images if i["section"] == "loss"]
-    assert len(loss_imgs) == 1 and "No loss history recorded for itq 16b (itq)" in (tmp_path / "both.html").read_text()
+    assert not loss_imgs and "No loss history recorded for HAGCN chebyshev 16b (hagcn), itq 16b (itq)" in \
+        (tmp_path / "both.html").read_text()
+
+
+def test_report_draws_the_loss_of_a_run_that_trains_in_epochs(tmp_path, image_data, image_run):
+    net = tmp_path / "net"
+    assert main(["train", "--method", "hagcn-net", "--data", str(image_data), "--bits", "16", "--epochs", "2",
+                 "--batch-size", "32", "--anchors", "16", "--out", str(net), "--no-progress"]) == 0
+    assert main(["report", str(net), str(image_run), "--out", str(tmp_path / "r.html")]) == 0
+    page = Page((tmp_path / "r.html").read_text())
+    loss_imgs = [i for i in page.images if i["section"] == "loss"]
+    assert [viz.png_size(decode_img(i)) for i in loss_imgs] == [(560, 380)]
+    assert "No loss history recorded for HAGCN chebyshev 16b (hagcn)" in (tmp_path / "r.html").read_text()
 
 
 def test_report_errors_are_one_line(tmp_path, image_run, capsys):
