@@ -74,6 +74,27 @@ def test_one_process_over_every_shard(tmp_path, bits, sizes):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("m", [None, 3])
+def test_shards_of_a_multi_index_search_by_multi_index(tmp_path, m, monkeypatch):
+    """Shards keep their index's kind: a kind="mih" index's shards are searched through their hash tables
+    (on the CPU), with the flat index's answers, removed rows included."""
+    from deephash import mih
+
+    flat, q, tmp = make(tmp_path, 64)
+    idx = Index(64, kind="mih", m=m).add(flat.codes, ids=flat.ids)
+    idx.remove(flat.ids[::7])
+    flat.remove(flat.ids[::7])
+    folder = shard(idx, [300, 0, len(idx) - 300], tmp / "shards")  # shards hold the live rows
+    calls = []
+    real = mih.MultiIndex.search
+    monkeypatch.setattr(mih.MultiIndex, "search", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    s = ShardedIndex(folder)
+    for k in (1, 5, 40, N + 10):
+        for a, b in zip(s.search(q, k), flat.search(q, k)):
+            assert torch.equal(a, b), k
+    assert len(calls) == 4 * 2  # two non-empty shards, four searches
+
+
 @pytest.mark.parametrize("bits,world,sizes,dst", [(64, 1, [N], None), (20, 2, [300, 700], None),
                                                  (64, 3, [123, 600, 277], None), (20, 2, [400, 0, 600], 0)])
 def test_ranks_equal_one_process(tmp_path, bits, world, sizes, dst):

@@ -6,7 +6,7 @@ rows. Shard ``s`` is rows ``offset_s .. offset_s + rows_s`` of the index it was 
 
 Search, on every rank of a process group (``torchrun --nproc-per-node N``): rank ``r`` opens shards
 ``r, r + N, r + 2N, ...`` (memory-mapped); the queries of rank 0 are broadcast; every rank runs
-``hamming_topk`` on its shards; the per-shard lists (distance, shard, row in shard, id) are gathered
+``hamming_topk`` on its shards (a ``kind="mih"`` shard on the CPU: its multi-index tables, same answers); the per-shard lists (distance, shard, row in shard, id) are gathered
 and merged by (distance, shard, row). That is the order of (distance, row) in the unsharded index,
 so the result is the one single-process search gives, bit for bit, ties included, whatever the
 number of shards or ranks.
@@ -277,6 +277,10 @@ class ShardedIndex:
             if s in self._on_device:
                 codes, sid = self._on_device[s]
                 d, rows = deephash_ext.hamming_topk(q, codes, k)
+                i = sid[rows]
+            elif idx.kind == "mih":  # the shard's own kind; rows: live positions, in the same order
+                codes, sid = idx._store.live()
+                d, rows = idx.multi_index().search(q, codes, k)
                 i = sid[rows]
             else:
                 d, i, rows = idx._store.search(q, k)
