@@ -266,6 +266,19 @@ class RankZeroCheckpoint:
             on_epoch(epoch)
 
 
+def end_process_group(agreed: bool) -> None:
+    """Destroy the default process group. When every rank ended the same way (``agreed``) they meet first:
+    a rank whose peers had already torn their gloo transport down was seen to abort in its own teardown
+    (SIGABRT, "terminate called without an active exception") while rank 0 was still writing its run
+    files. A barrier that fails (a peer is gone) is ignored: the group is destroyed either way."""
+    if agreed:
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - teardown: nothing left to report to
+            pass
+    dist.destroy_process_group()
+
+
 def run_distributed(fn, cuda: bool = False, timeout: float = 1800.0):
     """``fn(DataParallel)`` in a process started by torchrun: initialises the default process group from
     its environment (NCCL with this rank's GPU ``LOCAL_RANK`` when ``cuda``, else gloo; ``timeout``
@@ -284,12 +297,16 @@ def run_distributed(fn, cuda: bool = False, timeout: float = 1800.0):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout))
         started = True
+    agreed = False  # every rank ends here the same way
     try:
-        return fn(DataParallel())
+        result = fn(DataParallel())
+        agreed = True
+        return result
     except DataParallelError as e:
+        agreed = not e.local
         if e.local or dist.get_rank() == 0:
             raise
         return 2
     finally:
         if started:
-            dist.destroy_process_group()
+            end_process_group(agreed)

@@ -420,16 +420,22 @@ def cmd_search_sharded(args, load_codes) -> int:
         dist.init_process_group("nccl" if cuda else "gloo",
                                 timeout=datetime.timedelta(seconds=args.timeout))
         started = True
+    agreed = False  # every rank ends here the same way
     try:
-        return _search_command(args, load_codes, cuda)
+        result = _search_command(args, load_codes, cuda)
+        agreed = True
+        return result
     except ShardError as e:
         # All ranks know an agreed error: rank 0 reports it. Lost contact is reported where seen.
+        agreed = not e.local
         if e.local or not dist.is_initialized() or dist.get_rank() == 0:
             raise
         return 2
     finally:
         if started:
-            dist.destroy_process_group()
+            from .data_parallel import end_process_group
+
+            end_process_group(agreed)
 
 
 def _search_command(args, load_codes, cuda: bool) -> int:
