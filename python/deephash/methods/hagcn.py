@@ -180,22 +180,32 @@ class HAGCN(HashMethod):
         return self
 
     def project(self, x, chunk: int = 4096) -> torch.Tensor:
-        """The items' filtered projections ``[N, dims]`` (before the rotation)."""
+        """The items' filtered projections ``[N, dims]`` (before the rotation), float32."""
+        return self._project(x, chunk).float()
+
+    def _project(self, x, chunk: int = 4096) -> torch.Tensor:
+        # In float64: float32 products differ in their last bits with the shape of the batch, and that
+        # was enough to reorder near-tied anchors and to miss "the anchor is the item itself" (a squared
+        # distance of ~1e-7 instead of ~0), so an item's code depended on what it was encoded with.
         if self.W is None:
             raise RuntimeError(f"{self.name}.encode before fit")
         x = as_float(x)
         if x.dim() != 2 or x.shape[1] != self.mean.shape[0]:
             raise ValueError(f"{self.name}: expected items [N, {self.mean.shape[0]}], got shape {tuple(x.shape)}")
+        W, mean = self.W.double(), self.mean.double()
+        anchors = None if self.anchor_z is None else self.anchor_z.double()
+        if anchors is not None:  # the chunk's distances to every anchor: at most 2^25 doubles (256 MB)
+            chunk = max(1, min(chunk, (1 << 25) // anchors.shape[0]))
         out = []
         for s in range(0, x.shape[0], chunk):
-            z = graphs.cosine_features(x[s:s + chunk], self.mean) @ self.W
-            if self.anchor_z is not None:
-                z = fp.local_filter(z, self.anchor_z, self.fitted["anchors"], self.fitted["local_heat"])
+            z = graphs.cosine_features(x[s:s + chunk].double(), mean) @ W
+            if anchors is not None:
+                z = fp.local_filter(z, anchors, self.fitted["anchors"], self.fitted["local_heat"])
             out.append(z)
-        return torch.cat(out) if out else x.new_zeros(0, self.W.shape[1])
+        return torch.cat(out) if out else W.new_zeros(0, W.shape[1])
 
     def encode(self, x) -> torch.Tensor:
-        return sign(self.project(x)[:, :self.bits] @ self.R)
+        return sign(self._project(x)[:, :self.bits] @ self.R.double())
 
     def state_dict(self) -> dict:
         return {"config": self.fitted, "mean": self.mean, "W": self.W, "R": self.R, "anchor_z": self.anchor_z,
