@@ -108,16 +108,17 @@ def main() -> None:
     print("\n".join(lines[-6:]), flush=True)
 
     # The encoding subgraphs' ops alone.
-    f = fp.unit(items - m.mean) @ m.W
+    # As encoding runs them: in float64.
+    f = fp.unit(items.double() - m.mean.double()) @ m.W.double()
     k = m.config["anchors"]
-    zu, au = fp.unit(f), fp.unit(m.anchor_z)
+    zu, au = fp.unit(f), fp.unit(m.anchor_z.double())
     near = [fp.sq_dists(zu[s:s + 8192], au).topk(k, 1, largest=False) for s in range(0, len(f), 8192)]
     dist, idx = torch.cat([n.values for n in near]), torch.cat([n.indices for n in near])
     nodes = torch.cat([zu[:, None], au[idx]], 1)
-    A = torch.exp(-fp.sq_dists(nodes, nodes) / dist.mean(1)[:, None, None]) * (1 - torch.eye(k + 1))
-    e0 = torch.zeros(len(f), k + 1, 1)
+    A = torch.exp(-fp.sq_dists(nodes, nodes) / dist.mean(1)[:, None, None]) * (1 - torch.eye(k + 1, dtype=f.dtype))
+    e0 = torch.zeros(len(f), k + 1, 1, dtype=f.dtype)
     e0[:, 0] = 1
-    theta = fp.heat_theta("chebyshev", m.config["local_heat"], fp.LOCAL_ORDER, torch.float32)
+    theta = fp.heat_theta("chebyshev", m.config["local_heat"], fp.LOCAL_ORDER, torch.float64)
     import deephash_ext
     import deephash_ext.reference as ref
     L = deephash_ext.normalized_laplacian(A)
@@ -135,8 +136,8 @@ def main() -> None:
                     a.rounds)
     lines += ["## The batched spectral ops on this path, ops against references", "",
               "| call | shape | ops s | reference s | reference / ops |", "|---|---|---|---|---|"]
-    for name, shape, res in (("normalized_laplacian", f"[{len(f)}, {k + 1}, {k + 1}] float32", sub),
-                             ("spectral_filter chebyshev", f"[{len(f)}, {k + 1}, {k + 1}] x [.., 1] float32", sub),
+    for name, shape, res in (("normalized_laplacian", f"[{len(f)}, {k + 1}, {k + 1}] float64", sub),
+                             ("spectral_filter chebyshev", f"[{len(f)}, {k + 1}, {k + 1}] x [.., 1] float64", sub),
                              ("spectral_filter chebyshev", f"[1, {len(F)}, {len(F)}] x [.., 784] float64", big)):
             op = name.split()[0]
             o, r = res[f"{op} ops"], res[f"{op} reference"]
