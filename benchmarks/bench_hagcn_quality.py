@@ -61,7 +61,8 @@ def main() -> None:
         record()
         for mode in args.modes:
             for filt in args.filters:
-                model = get_method("hagcn-paper" if mode == "paper" else "hagcn-net", bits, seed=args.seed, filter=filt,
+                name = "hagcn-paper" if mode == "paper" else "hagcn-net"
+                model = get_method(name, bits, seed=args.seed, filter=filt,
                                    epochs=args.epochs or None)
                 t = time.time()
                 model.fit(split.x_train)

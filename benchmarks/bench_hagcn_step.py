@@ -62,7 +62,8 @@ def main() -> None:
     rows = []
     for mode in args.modes:
         for filt in args.filters:
-            model, targets = get_method("hagcn-paper" if mode == "paper" else "hagcn-net", args.bits, filter=filt).build(x_train)
+            name = "hagcn-paper" if mode == "paper" else "hagcn-net"
+            model, targets = get_method(name, args.bits, filter=filt).build(x_train)
             cfg = model.config
             opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
             x = torch.as_tensor(x_train[:cfg["batch_size"]])

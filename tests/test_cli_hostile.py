@@ -107,6 +107,11 @@ def train_args(ws, out, *extra, data=None):
     return ["train", "--data", data or ws.split, "--bits", BITS, "--out", out, "--no-progress", *extra]
 
 
+def net_args(ws, out, *extra):
+    """Training HAGCN's network (``hagcn-net``): the options of a training in epochs."""
+    return train_args(ws, out, "--method", "hagcn-net", *extra)
+
+
 # ------------------------------------------------------------------------------------------------
 # The cases: name -> (function of (ws, tmp) returning (argv, culprits named in the message)).
 
@@ -176,17 +181,17 @@ def _(ws, t):
 
 @case("train: --lr 1e30")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 32, "--anchors", 8, "--lr", "1e30"), ["--lr"]
+    return net_args(ws, t / "r", "--epochs", 1, "--batch-size", 32, "--anchors", 8, "--lr", "1e30"), ["--lr"]
 
 
 @case("train: --lr 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--lr", "0"), ["--lr"]
+    return net_args(ws, t / "r", "--epochs", 1, "--lr", "0"), ["--lr"]
 
 
 @case("train: --lr nan")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--lr", "nan"), ["--lr"]
+    return net_args(ws, t / "r", "--epochs", 1, "--lr", "nan"), ["--lr"]
 
 
 @case("train: --lr -1 (csq)")
@@ -196,7 +201,7 @@ def _(ws, t):
 
 @case("train: --epochs 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 0), ["--epochs"]
+    return net_args(ws, t / "r", "--epochs", 0), ["--epochs"]
 
 
 @case("train: --epochs -3 (dsh)")
@@ -206,27 +211,27 @@ def _(ws, t):
 
 @case("train: --batch-size 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 0), ["--batch-size"]
+    return net_args(ws, t / "r", "--epochs", 1, "--batch-size", 0), ["--batch-size"]
 
 
 @case("train: --order 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--order", 0), ["--order"]
+    return net_args(ws, t / "r", "--epochs", 1, "--order", 0), ["--order"]
 
 
 @case("train: --order -2 spline")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--filter", "spline", "--order", -2), ["--order"]
+    return net_args(ws, t / "r", "--epochs", 1, "--filter", "spline", "--order", -2), ["--order"]
 
 
 @case("train: --order 3 spline")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--filter", "spline", "--order", 3), ["order", "spline"]
+    return net_args(ws, t / "r", "--epochs", 1, "--filter", "spline", "--order", 3), ["order", "spline"]
 
 
 @case("train: --order with --filter gcn")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--filter", "gcn", "--order", 3), ["order", "gcn"]
+    return net_args(ws, t / "r", "--epochs", 1, "--filter", "gcn", "--order", 3), ["order", "gcn"]
 
 
 @case("train: --order with --method itq")
@@ -246,12 +251,12 @@ def _(ws, t):
 
 @case("train: --anchors -5")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--anchors", -5), ["--anchors"]
+    return net_args(ws, t / "r", "--epochs", 1, "--anchors", -5), ["--anchors"]
 
 
 @case("train: --anchors beyond the training items")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--anchors", 5000), ["anchors", "5000"]
+    return net_args(ws, t / "r", "--epochs", 1, "--anchors", 5000), ["anchors", "5000"]
 
 
 @case("train: --epochs for the default hagcn (it fits in passes)")
@@ -276,7 +281,7 @@ def _(ws, t):
 
 @case("train: hagcn-net --filter none")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--filter", "none"), ["filter", "none"]
+    return net_args(ws, t / "r", "--filter", "none"), ["filter", "none"]
 
 
 @case("index: --substrings with a flat index")
@@ -296,29 +301,29 @@ def _(ws, t):
 
 @case("train: --subgraphs 0")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--subgraphs", 0), ["--subgraphs"]
+    return net_args(ws, t / "r", "--epochs", 1, "--subgraphs", 0), ["--subgraphs"]
 
 
 @case("train: --subgraphs 1000")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 32, "--subgraphs", 1000), ["subgraphs"]
+    return net_args(ws, t / "r", "--epochs", 1, "--batch-size", 32, "--subgraphs", 1000), ["subgraphs"]
 
 
 @case("train: --subgraphs not dividing the batch")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--batch-size", 32, "--subgraphs", 5), ["subgraphs", "32"]
+    return net_args(ws, t / "r", "--epochs", 1, "--batch-size", 32, "--subgraphs", 5), ["subgraphs", "32"]
 
 
 @case("train: --device cuda without CUDA")
 def _(ws, t):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--device", "cuda"), ["--device", "cuda"]
+    return net_args(ws, t / "r", "--epochs", 1, "--device", "cuda"), ["--device", "cuda"]
 
 
 @case("train: --device nonsense")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "hagcn-net", "--epochs", 1, "--device", "gpu7"), ["--device", "gpu7"]
+    return net_args(ws, t / "r", "--epochs", 1, "--device", "gpu7"), ["--device", "gpu7"]
 
 
 @case("train: --split-seed -1")
@@ -350,7 +355,7 @@ def _resume_with(ws, t, write):
     run = t / "r"
     run.mkdir()
     write(run / "checkpoint.pt")
-    return train_args(ws, run, "--method", "hagcn-net", "--epochs", 1, "--anchors", 8, "--resume"), [str(run / "checkpoint.pt")]
+    return net_args(ws, run, "--epochs", 1, "--anchors", 8, "--resume"), [str(run / "checkpoint.pt")]
 
 
 @case("train: --resume on a pickle payload")
@@ -1130,7 +1135,7 @@ def test_options_are_not_bent(ws, t, capsys):
     from deephash.methods import load_model
 
     run = t / "r"
-    argv = train_args(ws, run, "--method", "hagcn-net", "--epochs", "1", "--batch-size", "32", "--anchors", "5", "--subgraphs", "4")
+    argv = net_args(ws, run, "--epochs", "1", "--batch-size", "32", "--anchors", "5", "--subgraphs", "4")
     assert main([str(a) for a in argv]) == 0
     net = load_model(run).net
     assert net.anchor_x.shape[0] == 5 and net.config["subgraphs"] == 4 and net.config["anchors"] == 5

@@ -383,7 +383,8 @@ def test_report_of_a_run(tmp_path, image_data, image_run):
     assert "loss" not in sizes and "No loss history recorded for HAGCN chebyshev 16b (hagcn)" in text  # passes
     assert sizes["neighbours"] == [viz.grid_size(8, 10)] * 2
 
-    # The run's grid frames its neighbours as their labels say (both kinds are drawn in test_grid_frames_follow_labels_and_bytes_repeat).
+    # The run's grid frames its neighbours as their labels say (both kinds of frame are drawn in
+    # test_grid_frames_follow_labels_and_bytes_repeat).
     from deephash.methods import load_model
 
     model = load_model(image_run)

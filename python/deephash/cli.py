@@ -86,7 +86,8 @@ def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None)
 
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, DIR/<class>/<i>.npy or FILE.npz")
     p.add_argument("--bits", type=_bits, default=bits_default, required=bits_default is None)
-    p.add_argument("--filter", default=None, choices=list(FILTERS) + ["cheby"], help="HAGCN's filter (default chebyshev; none: the all-pass ablation, default model only)")
+    p.add_argument("--filter", default=None, choices=list(FILTERS) + ["cheby"],
+                   help="HAGCN's filter (default chebyshev; none: the all-pass ablation, default model only)")
     p.add_argument("--paper-recipe", action="store_true",
                    help="HAGCN as the paper's code trains it (same as --method hagcn-paper)")
     p.add_argument("--seed-compatible", action="store_true", help="deprecated: use --paper-recipe")
@@ -94,9 +95,12 @@ def _add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None)
     p.add_argument("--batch-size", type=_int_in(2), default=None)
     p.add_argument("--lr", type=_positive_float, default=None)
     p.add_argument("--order", type=_int_in(1), default=None, help="filter order / number of basis functions")
-    p.add_argument("--anchors", type=_int_in(0), default=None, help="HAGCN: training items in each item's encoding subgraph (hagcn) or joined to each step's graph (hagcn-net)")
+    p.add_argument("--anchors", type=_int_in(0), default=None,
+                   help="HAGCN: training items in each item's encoding subgraph (hagcn) or joined to each step's "
+                        "graph (hagcn-net)")
     p.add_argument("--subgraphs", type=_int_in(1), default=None,
-                   help="HAGCN: split the training items (hagcn) or each batch (hagcn-net; G must divide the batch size) into G graphs")
+                   help="HAGCN: split the training items (hagcn) or each batch (hagcn-net; G must divide the "
+                        "batch size) into G graphs")
     p.add_argument("--seed", type=_SEED, default=0, help="training seed (initialisation, batch order)")
     p.add_argument("--split-seed", type=_SEED, default=None, help="seed of the data split (default: the protocol's)")
     p.add_argument("--device", default=None,

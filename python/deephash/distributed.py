@@ -6,9 +6,10 @@ rows. Shard ``s`` is rows ``offset_s .. offset_s + rows_s`` of the index it was 
 
 Search, on every rank of a process group (``torchrun --nproc-per-node N``): rank ``r`` opens shards
 ``r, r + N, r + 2N, ...`` (memory-mapped); the queries of rank 0 are broadcast; every rank runs
-``hamming_topk`` on its shards (a ``kind="mih"`` shard on the CPU: its multi-index tables, same answers); the per-shard lists (distance, shard, row in shard, id) are gathered
-and merged by (distance, shard, row). That is the order of (distance, row) in the unsharded index,
-so the result is the one single-process search gives, bit for bit, ties included, whatever the
+``hamming_topk`` on its shards (a ``kind="mih"`` shard on the CPU: its multi-index tables, same
+answers); the per-shard lists (distance, shard, row in shard, id) are gathered and merged by
+(distance, shard, row). That is the order of (distance, row) in the unsharded index, so the result is
+the one single-process search gives, bit for bit, ties included, whatever the
 number of shards or ranks.
 
 Failures: every step that can fail on one rank (opening a shard, reading the queries, a corrupted
@@ -33,6 +34,7 @@ import torch.distributed as dist
 import deephash_ext
 
 from . import index_file
+from .data_parallel import end_process_group
 from .index_file import IndexError_
 
 MANIFEST = "shards.json"
@@ -278,12 +280,8 @@ class ShardedIndex:
                 codes, sid = self._on_device[s]
                 d, rows = deephash_ext.hamming_topk(q, codes, k)
                 i = sid[rows]
-            elif idx.kind == "mih":  # the shard's own kind; rows: live positions, in the same order
-                codes, sid = idx._store.live()
-                d, rows = idx.multi_index().search(q, codes, k)
-                i = sid[rows]
-            else:
-                d, i, rows = idx._store.search(q, k)
+            else:  # by the shard's own kind (flat: a scan; mih: its multi-index tables)
+                d, i, rows = idx.search_rows(q, k)
             ds.append(d)
             keys.append(rows + (s << _ROW_BITS))
             ids.append(i)
@@ -433,8 +431,6 @@ def cmd_search_sharded(args, load_codes) -> int:
         return 2
     finally:
         if started:
-            from .data_parallel import end_process_group
-
             end_process_group(agreed)
 
 

@@ -133,13 +133,18 @@ class Index:
         q = self._pack(queries)
         if len(self) == 0:  # an empty database: no neighbours, as hamming_topk with N = 0
             return torch.empty(q.shape[0], 0, dtype=torch.int32), torch.empty(q.shape[0], 0, dtype=torch.int64)
-        if self.kind == "mih":
-            tables = self.multi_index()
-            codes, ids = self._store.live()
-            d, rows = tables.search(q, codes, int(k))
-            return d, ids[rows]
-        d, ids, _ = self._store.search(q, int(k))
+        d, ids, _ = self.search_rows(q, int(k))
         return d, ids
+
+    def search_rows(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`search` of packed non-empty queries on a non-empty index, by this index's kind, with each
+        result's row key: ``(distances, ids, rows)``; rows grow with insertion order (sharded search
+        merges on them)."""
+        if self.kind == "mih":
+            codes, ids = self._store.live()
+            d, rows = self.multi_index().search(q, codes, k)
+            return d, ids[rows], rows
+        return self._store.search(q, k)
 
     def range_search(self, queries, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every code within Hamming ``radius`` (inclusive) of each query: ``(lims int64[Q+1],

@@ -84,8 +84,9 @@ def method_options(name: str, **given) -> dict:
     bad = sorted(k for k in opts if k not in cls.options)
     if bad:
         hint = ""
-        if name == "hagcn" and all(b in METHODS["hagcn-net"].options for b in bad):
-            hint = " (it fits in passes; the HAGCN networks train in epochs: --method hagcn-net or hagcn-paper)"
+        other, why = getattr(cls, "options_elsewhere", (None, ""))
+        if other is not None and all(b in METHODS[other].options for b in bad):
+            hint = f" ({why})"
         raise ValueError(f"{name} has no option {', '.join('--' + b.replace('_', '-') for b in bad)}{hint}")
     return opts
 

@@ -23,6 +23,7 @@ encoder runs on this rank's rows of each global batch, the per-batch graph and t
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -35,6 +36,12 @@ from ..progress import training_progress
 from .base import HashMethod, as_float, sign
 
 _RUN_OPTIONS = {"device": "cpu", "progress": False}
+
+
+def _need(self: HashMethod, ok: bool, message: str) -> None:
+    """Refuse an option (``ValueError`` naming the method) unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{self.name}: {message}")
 
 
 def _gen(*parts: int) -> torch.Generator:
@@ -59,14 +66,15 @@ class HAGCN(HashMethod):
     name = "hagcn"
     resumable = True
     history_is_loss = False  # history: the energy the code's dimensions keep through the filter, per pass
+    # Options it refuses that another method takes, and why (run.method_options adds this to its refusal).
+    options_elsewhere = ("hagcn-net", "it fits in passes; the HAGCN networks train in epochs: --method hagcn-net "
+                                      "or hagcn-paper")
     options = {"filter": "chebyshev", "order": None, "knn": 10, "anchors": 8, "passes": 2, "heat": 10.0,
                "local_heat": 0.5, "subgraphs": None, "iterations": 50, **_RUN_OPTIONS}
 
     def __init__(self, bits: int, seed: int = 0, **kwargs):
         super().__init__(bits, seed, **kwargs)
-        self.filter = "chebyshev" if self.filter == "cheby" else self.filter
-        if self.filter not in fp.FILTERS:
-            raise ValueError(f"{self.name}: unknown filter {self.filter!r}; choose one of {', '.join(fp.FILTERS)}")
+        self.filter = canonical_filter(self.filter, fp.FILTERS)
         self.mean = self.W = self.R = self.anchor_z = None
         self.fitted = None
         self.history = []
@@ -83,11 +91,7 @@ class HAGCN(HashMethod):
     def resolve(self, n: int, d: int) -> dict:
         """The options with defaults filled in for ``n`` training items of ``d`` dimensions; options out
         of range, or that do not fit the data or the filter, are refused (nothing is clamped)."""
-        name, filt = self.name, self.filter
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"{name}: {message}")
+        filt, need = self.filter, partial(_need, self)
 
         def integer(key: str, low: int) -> int:
             v = getattr(self, key)
@@ -135,11 +139,8 @@ class HAGCN(HashMethod):
         filt, dev, bits = self.filter, torch.device(self.device), self.bits
         mean = x.mean(0)
         F = graphs.cosine_features(x, mean).double().to(dev)
-        theta = None
-        if filt in ("chebyshev", "spline", "fourier"):
-            theta = fp.heat_theta(filt, cfg["heat"], cfg["order"]).to(dev)
-        elif filt == "lanczos":
-            theta = fp.heat_theta("chebyshev", cfg["heat"], cfg["order"]).to(dev)
+        basis = "chebyshev" if filt == "lanczos" else filt  # lanczos: the Chebyshev filter on its Krylov basis
+        theta = None if cfg["order"] is None else fp.heat_theta(basis, cfg["heat"], cfg["order"]).to(dev)
         start, history, W, mu = 0, [], None, None
         key = {**cfg, "bits": bits}  # a checkpoint resumes only the same configuration
         state = checkpoint.restore(key, self.seed) if checkpoint is not None else None
@@ -264,12 +265,7 @@ class NetworkHAGCN(HashMethod):
         cfg = self.net_class.default_config(in_dim, self.bits, self.filter)
         given = {k: getattr(self, k) for k in self.tunables if getattr(self, k) is not None}
         cfg.update(given)
-        name = self.name
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"{name}: {message}")
-
+        need = partial(_need, self)
         need(int(cfg["epochs"]) >= 1, f"epochs must be >= 1, got {cfg['epochs']}")
         need(int(cfg["batch_size"]) >= 2, f"batch_size must be >= 2, got {cfg['batch_size']}")
         need(math.isfinite(float(cfg["lr"])) and float(cfg["lr"]) > 0, f"lr must be a finite number > 0, got {cfg['lr']}")

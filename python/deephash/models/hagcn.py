@@ -46,10 +46,11 @@ FILTERS = ("gcn", "fourier", "spline", "chebyshev", "lanczos")
 _ALIASES = {"cheby": "chebyshev"}
 
 
-def canonical_filter(name: str) -> str:
+def canonical_filter(name: str, choices=FILTERS) -> str:
+    """``name`` with its alias resolved, if it is one of ``choices``."""
     f = _ALIASES.get(name, name)
-    if f not in FILTERS:
-        raise ValueError(f"unknown filter {name!r}; choose one of {', '.join(FILTERS)}")
+    if f not in choices:
+        raise ValueError(f"unknown filter {name!r}; choose one of {', '.join(choices)}")
     return f
 
 
