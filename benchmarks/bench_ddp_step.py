@@ -4,7 +4,7 @@
 
 A step is what ``deephash train`` runs per global mini-batch: forward, loss, backward, Adam update; on 2
 ranks also the gather of per-item outputs (and its backward), the gradient all-reduce and the loss
-all-reduce (:mod:`deephash.data_parallel`). Global batch of Fashion-MNIST training items (784-d, default
+all-reduce (:mod:`deephash.training.data_parallel`). Global batch of Fashion-MNIST training items (784-d, default
 batch 128), default networks: HAGCN (chebyshev, hidden 1024, 128 anchors) and DSH (hidden 1024). Training
 targets of HAGCN are random codes (the step's cost does not depend on them). Every configuration runs in
 fresh processes (``torch.distributed.run``'s environment: 127.0.0.1, gloo); rounds alternate 1 process
@@ -31,7 +31,7 @@ def worker(cfg: dict) -> None:
     import torch.distributed as dist
 
     from deephash.data import load_data
-    from deephash.data_parallel import DataParallel
+    from deephash.training.data_parallel import DataParallel
     from deephash.methods import get_method
 
     torch.set_num_threads(1)

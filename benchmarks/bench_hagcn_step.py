@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _record import emit, header  # noqa: E402
 
-from deephash import graphs  # noqa: E402
+from deephash.models import graphs  # noqa: E402
 from deephash.data import load_data  # noqa: E402
 from deephash.methods import get_method  # noqa: E402
 from deephash.models.hagcn import FILTERS  # noqa: E402

@@ -1,8 +1,8 @@
 """Every hashing method x code length on one data set: one markdown table and a PR-curve plot.
 
 Each method (HAGCN and its paper recipe included) is fitted on the training split (supervised methods
-get the training labels only), then encodes the queries and the database, by :func:`deephash.run.fit_and_evaluate`
-as ``deephash train`` does; the metrics come from :mod:`deephash.metrics` (the deephash_ext ops):
+get the training labels only), then encodes the queries and the database, by
+:func:`deephash.training.run.fit_and_evaluate` as ``deephash train`` does; the metrics come from :mod:`deephash.metrics` (the deephash_ext ops):
 mAP@1000, mAP@all, tie-aware mAP@all, P@r2 (a query with nothing within radius 2 counts 0), and the
 training time (fit only, seconds). A method that refuses the data (e.g. hybridhash on embeddings that
 are not images) gets a row saying so.
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deephash import metrics  # noqa: E402
 from deephash.data import load_data  # noqa: E402
 from deephash.methods import METHODS, get_method  # noqa: E402
-from deephash.run import fit_and_evaluate  # noqa: E402
+from deephash.training.run import fit_and_evaluate  # noqa: E402
 
 COLUMNS = ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@r2")
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mih_data  # noqa: E402
 from _record import header  # noqa: E402
 
-from deephash.mih import MultiIndex  # noqa: E402
+from deephash.search.mih import MultiIndex  # noqa: E402
 
 
 def cached_codes(kind, n, bits, cache: Path | None):

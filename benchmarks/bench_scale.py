@@ -52,7 +52,7 @@ def timed(fn):
 
 
 def phase_build(a) -> dict:
-    from deephash.index import Index
+    from deephash.search.index import Index
 
     torch.set_num_threads(a.threads)
     g = torch.Generator().manual_seed(0)
@@ -73,7 +73,7 @@ def phase_build(a) -> dict:
 
 
 def phase_open(a) -> dict:
-    from deephash.index import Index
+    from deephash.search.index import Index
 
     torch.set_num_threads(a.threads)
     path = Path(a.dir) / "db.idx"
@@ -94,7 +94,7 @@ def _queries(a, nbytes):
 
 
 def phase_search1(a) -> dict:
-    from deephash.index import Index
+    from deephash.search.index import Index
 
     torch.set_num_threads(a.threads)
     idx = Index.load(Path(a.dir) / "db.idx", verify="none")
@@ -108,7 +108,7 @@ def phase_search1(a) -> dict:
 def phase_search_shard(a) -> dict:
     import torch.distributed as dist
 
-    from deephash.distributed import ShardedIndex
+    from deephash.search.distributed import ShardedIndex
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=3600))
@@ -129,7 +129,7 @@ def phase_search_shard(a) -> dict:
 def phase_range(a) -> dict:
     import faiss
 
-    from deephash.index import Index
+    from deephash.search.index import Index
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)

@@ -6,7 +6,7 @@ import torch
 
 import conftest
 from deephash.methods import get_method
-from deephash.run import train_and_evaluate
+from deephash.training.run import train_and_evaluate
 
 HAGCN_NAMES = ("hagcn-net", "hagcn-paper")
 
@@ -89,7 +89,7 @@ def flat_state(state: dict, prefix: str = "") -> dict:
 def resume_mismatch(cfg: dict, parallel, rank: int) -> str:
     """Resume cfg["runs"][0] with another learning rate: rank 0 refuses the checkpoint; every rank must
     raise (none waits). Returns what this rank raised."""
-    from deephash.data_parallel import DataParallelError
+    from deephash.training.data_parallel import DataParallelError
 
     run = cfg["runs"][0]
     spec = {**run["spec"], "options": {**run["spec"]["options"], "lr": 0.5}}

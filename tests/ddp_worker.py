@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ddp_cases import one_step_gradients, resume_mismatch, train_cases  # noqa: E402
 
-from deephash.data_parallel import DataParallel  # noqa: E402
+from deephash.training.data_parallel import DataParallel  # noqa: E402
 
 
 def main() -> int:

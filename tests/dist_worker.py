@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from deephash.distributed import ShardedIndex, ShardError
+from deephash.search.distributed import ShardedIndex, ShardError
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ import torch
 
 from deephash.atomic import atomic_write, temporary_name
 from deephash.codes import write_npz
-from deephash.run import Checkpoint
+from deephash.training.run import Checkpoint
 
 
 def test_replaces_whole_or_not_at_all(tmp_path):

@@ -1084,7 +1084,7 @@ def test_debug_shows_the_traceback(ws, t, capsys):
 
 
 def test_a_bug_is_one_line_with_exit_1(ws, t, capsys, monkeypatch):
-    import deephash.cli as cli
+    import deephash.cli.search as cli
 
     def broken(args):
         return {}["oops"]

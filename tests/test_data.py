@@ -115,7 +115,7 @@ def test_unreadable_and_missing(tmp_path):
 
 
 def test_fashion_mnist_missing_everywhere(monkeypatch, tmp_path):
-    import deephash.data as data
+    import deephash.data.datasets as data
 
     monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (str(tmp_path / "none"),))
     monkeypatch.setattr(data, "FASHION_MNIST_URL", "http://127.0.0.1:9/")
@@ -126,7 +126,7 @@ def test_fashion_mnist_missing_everywhere(monkeypatch, tmp_path):
 def test_fashion_mnist_checksum(monkeypatch, tmp_path):
     import gzip
 
-    import deephash.data as data
+    import deephash.data.datasets as data
 
     bad = tmp_path / "train-images-idx3-ubyte.gz"
     with gzip.open(bad, "wb") as f:

@@ -13,7 +13,7 @@ import torch
 
 from conftest import make_blobs
 from ddp_cases import flat_state, load_split, one_step_gradients, train_run
-from deephash.data_parallel import ONE_PROCESS, DataParallel, DataParallelError, split_sizes
+from deephash.training.data_parallel import ONE_PROCESS, DataParallel, DataParallelError, split_sizes
 import ranks
 from ranks import env
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import deephash_ext as de
-from deephash.distributed import ShardedIndex, ShardError, read_manifest, shard_name
-from deephash.index import Index
+from deephash.search.distributed import ShardedIndex, ShardError
+from deephash.search.sharding import read_manifest, shard_name
+from deephash.search.index import Index
 
 import ranks
 from ranks import env
@@ -78,7 +79,7 @@ def test_one_process_over_every_shard(tmp_path, bits, sizes):
 def test_shards_of_a_multi_index_search_by_multi_index(tmp_path, m, monkeypatch):
     """Shards keep their index's kind: a kind="mih" index's shards are searched through their hash tables
     (on the CPU), with the flat index's answers, removed rows included."""
-    from deephash import mih
+    from deephash.search import mih
 
     flat, q, tmp = make(tmp_path, 64)
     idx = Index(64, kind="mih", m=m).add(flat.codes, ids=flat.ids)

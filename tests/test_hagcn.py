@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import deephash_ext
-from deephash import graphs
+from deephash.models import graphs
 from deephash.methods import METHODS, HashMethod, get_method, load_model
 from deephash.methods.hagcn import NetworkHAGCN, PaperHAGCN
 from deephash.models.hagcn import FILTERS, HAGCNNet
-from deephash.run import Checkpoint
+from deephash.training.run import Checkpoint
 
 from conftest import Killed, kill_after, make_blobs
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import deephash_ext
-from deephash.index import Index, IndexError_
+from deephash.search.index import Index, IndexError_
 from deephash.methods import LSH
 
 

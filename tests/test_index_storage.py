@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import deephash_ext as de
-from deephash import index_file
-from deephash.index import Index, IndexError_
+from deephash.search import index_file
+from deephash.search.index import Index, IndexError_
 from deephash_ext import reference as ref
 
 

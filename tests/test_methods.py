@@ -16,7 +16,7 @@ from deephash.methods import METHODS, HashMethod, get_method
 from deephash.methods.bihalf import bihalf
 from deephash.methods.csq import hadamard, hadamard_centers
 from deephash.methods.shc import pairwise_hamming, repair_centers
-from deephash.run import Checkpoint, train_and_evaluate
+from deephash.training.run import Checkpoint, train_and_evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDING_METHODS = [m for m in METHODS if m != "hybridhash"]
@@ -316,7 +316,7 @@ def test_run_directory_of_a_deep_method_resumes(tmp_path, split_npz):
 
 
 def test_checkpoint_save_is_atomic(tmp_path):
-    from deephash.run import Checkpoint
+    from deephash.training.run import Checkpoint
 
     run = tmp_path / "run"
     ck = Checkpoint(run / "checkpoint.pt", resume=True)

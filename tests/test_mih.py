@@ -8,9 +8,9 @@ import torch
 
 import deephash_ext as de
 from deephash_ext import reference as ref
-from deephash import index_file
-from deephash.index import Index, IndexError_
-from deephash.mih import MultiIndex, default_m, m_range
+from deephash.search import index_file
+from deephash.search.index import Index, IndexError_
+from deephash.search.mih import MultiIndex, default_m, m_range
 
 BITS = [8, 13, 16, 20, 32, 33, 64, 100, 128, 256]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from deephash import viz
+from deephash.views import viz
 from conftest import image_folder
 from deephash.cli import main
 from deephash.data import Split, load_data
@@ -400,7 +400,7 @@ def test_report_of_a_run(tmp_path, image_data, image_run):
     assert viz.MATCH_COLOUR in seen and seen <= {viz.MATCH_COLOUR, viz.MISS_COLOUR}
 
     # P@k at k = 1 agrees with the metric's own computation.
-    from deephash.report import precision_at_ks
+    from deephash.views.report import precision_at_ks
 
     ks, pk, _ = precision_at_ks(model.encode(split.x_query), model.encode(split.x_db), split.y_query, split.y_db,
                                 (1, 10))
@@ -539,7 +539,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_progress_lines_when_not_a_terminal(tmp_path, split_npz, capsys):
-    from deephash import progress
+    from deephash.training import progress
 
     assert isinstance(progress.training_progress("x", 2, 3, stream=io.StringIO()), progress.EpochLines)
     run = tmp_path / "run"
@@ -554,7 +554,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path, split_npz, capsys):
 
 
 def test_progress_bar_on_a_terminal():
-    from deephash import progress
+    from deephash.training import progress
 
     tty = FakeTerminal()
     bar = progress.training_progress("HAGCN gcn 16b", 2, 3, stream=tty)

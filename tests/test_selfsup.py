@@ -1,4 +1,4 @@
-"""Self-supervised embeddings (deephash.selfsup): end to end on a tiny data set, determinism, resume after a
+"""Self-supervised embeddings (deephash.data.selfsup): end to end on a tiny data set, determinism, resume after a
 kill, labels never read, the cache, the command line."""
 import inspect
 import json
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from deephash import selfsup
+from deephash.data import selfsup
 from deephash.cli import main
 from deephash.data import load_data
-from deephash.selfsup import SelfSupConfig, self_supervised_embeddings, train_selfsup
+from deephash.data.selfsup import SelfSupConfig, self_supervised_embeddings, train_selfsup
 
 TINY = SelfSupConfig(width=4, proj_dim=8, epochs=3, batch_size=32)
 
@@ -107,8 +107,8 @@ def test_cache_hit_does_not_retrain(tmp_path, tiny_npz, monkeypatch):
 _KILLED_RUN = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(1)
-    from deephash import selfsup
-    from deephash.run import Checkpoint
+    from deephash.data import selfsup
+    from deephash.training.run import Checkpoint
 
     class SlowAfterFirst(Checkpoint):  # stalls after the first epoch's checkpoint, so the kill lands mid-run
         def save(self, config, seed, epoch, history, **state):

@@ -8,7 +8,7 @@
     codes = m.encode(x)                                # ±1 float32 [N, 64]
     m.save("model.pt"); load_model("model.pt")         # any method's model file (docs/formats.md)
 """
-from .base import HashMethod
+from .base import METHODS, HashMethod
 from .bihalf import BiHalf
 from .csq import CSQ
 from .dsh import DSH
@@ -21,8 +21,8 @@ from .pcah import PCAH
 from .sh import SH
 from .shc import SHC
 
-METHODS = {m.name: m for m in (LSH, PCAH, ITQ, SH, DSH, HashNet, BiHalf, CSQ, SHC, HybridHash, HAGCN, NetworkHAGCN,
-                                PaperHAGCN)}
+METHODS.update({m.name: m for m in (LSH, PCAH, ITQ, SH, DSH, HashNet, BiHalf, CSQ, SHC, HybridHash, HAGCN,
+                                    NetworkHAGCN, PaperHAGCN)})  # the registry HashMethod.load reads (base.METHODS)
 
 load_model = HashMethod.load
 

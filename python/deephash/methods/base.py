@@ -15,16 +15,16 @@ Supervised methods set ``supervised = True``; their :meth:`fit` refuses ``y_trai
 
 Methods that train in epochs set ``resumable = True`` and take ``fit(..., checkpoint=...)``: an object
 with ``restore(config, seed)`` (the state saved by the last finished epoch, or None) and
-``save(config, seed, epoch, history, **state)`` (:class:`deephash.run.Checkpoint`), so that a killed run
+``save(config, seed, epoch, history, **state)`` (:class:`deephash.training.run.Checkpoint`), so that a killed run
 resumes exactly where it stopped.
 
 Methods that train by gradient steps on mini-batches set ``data_parallel = True`` and take
-``fit(..., parallel=...)``: a :class:`deephash.data_parallel.DataParallel` over which they train
+``fit(..., parallel=...)``: a :class:`deephash.training.data_parallel.DataParallel` over which they train
 data-parallel (every rank calls ``fit`` with the same data; the fitted model is the same on every rank).
 
 The model file (``model.pt``, docs/formats.md): a ``torch.save`` dict ``{"method", "bits", "seed",
 "options", "state"}``. :meth:`HashMethod.load` also reads the older HAGCN files (``"format":
-"deephash.HAGCN"``) through :func:`deephash.methods.hagcn.upgrade_old_model_file`.
+"deephash.HAGCN"``) through :func:`upgrade_old_model_file`.
 """
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ import numpy as np
 import torch
 
 OLD_HAGCN_FORMAT = "deephash.HAGCN"  # model files of HAGCN before it was a HashMethod
+
+# Every method by name (``deephash.methods.METHODS`` is this dict). :mod:`deephash.methods` fills it: the
+# methods' modules import this one, so it cannot import them, and :meth:`HashMethod.load` finds a file's
+# class here.
+METHODS: dict[str, type[HashMethod]] = {}
 
 
 def load_weights(path, map_location="cpu"):
@@ -54,6 +59,17 @@ def describe_load_error(e: Exception) -> str:
         return e.strerror or str(e)
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def upgrade_old_model_file(blob: dict) -> dict:
+    """A model file of HAGCN before it was a method (``{"format": "deephash.HAGCN", "config", "state_dict"}``,
+    the paper recipe marked ``config["seed_compatible"]``) in today's layout. Such files did not record the
+    training seed; it reads as 0."""
+    cfg = dict(blob["config"])
+    cls = METHODS["hagcn-paper" if cfg.pop("seed_compatible", False) else "hagcn-net"]
+    options = {k: cfg[k] for k in cls.tunables if k in cfg}
+    return {"method": cls.name, "bits": cfg["bits"], "seed": 0, "options": {"filter": cfg["filter"], **options},
+            "state": {"config": cfg, "net": blob["state_dict"]}}
 
 
 class HashMethod:
@@ -140,7 +156,6 @@ class HashMethod:
     def from_saved(cls, blob: dict, path) -> "HashMethod":
         """The method in a dict written by :meth:`save` and already read from ``path``."""
         if isinstance(blob, dict) and blob.get("format") == OLD_HAGCN_FORMAT:
-            from .hagcn import upgrade_old_model_file
             try:
                 blob = upgrade_old_model_file(blob)
             except (KeyError, TypeError, ValueError) as e:
@@ -153,7 +168,6 @@ class HashMethod:
             raise ValueError(f"{path}: holds a {blob.get('method')!r} model, not {cls.name!r}")
         klass = cls
         if cls.name == "base":  # HashMethod.load: whichever method the file holds
-            from . import METHODS
             if blob.get("method") not in METHODS:
                 raise ValueError(f"{path}: unknown method {blob.get('method')!r}")
             klass = METHODS[blob["method"]]

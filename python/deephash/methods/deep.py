@@ -13,7 +13,7 @@ network), :meth:`prepare` (work before training, e.g. hash centers) and :meth:`c
   from a seeded generator. ``threads`` (default: leave torch's setting) sets
   ``torch.set_num_threads`` during ``fit`` and restores it afterwards.
 - ``encode`` returns ``sign`` of the network output (0 maps to -1).
-- ``fit(..., parallel=DataParallel())`` trains data-parallel (:mod:`deephash.data_parallel`): the network
+- ``fit(..., parallel=DataParallel())`` trains data-parallel (:mod:`deephash.training.data_parallel`): the network
   runs on this rank's rows of each global batch, :meth:`DeepHashMethod.loss` on the gathered outputs of
   the whole batch.
 """
@@ -25,7 +25,7 @@ import time
 import torch
 from torch import nn
 
-from ..data_parallel import ONE_PROCESS
+from ..training.data_parallel import ONE_PROCESS
 from .base import HashMethod, as_float, label_matrix, sign
 
 DEEP_OPTIONS = {"epochs": 30, "lr": 1e-3, "batch_size": 128, "hidden": 1024, "dropout": 0.1,
@@ -49,11 +49,11 @@ def train_loop(net: nn.Module, n: int, batch_loss, *, epochs: int, lr: float, ba
     """Adam over seeded mini-batches of ``range(n)``; ``batch_loss(idx, step)`` returns the loss.
     Drops a last batch of fewer than 2 items (pairwise losses need two). Returns the mean loss per epoch.
 
-    With a ``checkpoint`` (see :class:`deephash.run.Checkpoint`), the network, optimiser, batch-order
+    With a ``checkpoint`` (see :class:`deephash.training.run.Checkpoint`), the network, optimiser, batch-order
     generator and the global CPU random state (dropout) are saved after every epoch under ``config`` and
     ``seed``, and a saved state is restored first, so that a resumed run ends as an uninterrupted one.
 
-    Data-parallel (``parallel``, a :class:`deephash.data_parallel.DataParallel` of several ranks): every rank
+    Data-parallel (``parallel``, a :class:`deephash.training.data_parallel.DataParallel` of several ranks): every rank
     draws the same global batches, ``batch_loss`` returns this rank's share of the loss, the gradients are
     summed over ranks before each step, and rank 0 alone reads and writes the checkpoint. The dropout
     stream of each rank is seeded from (seed, epoch, rank) at the start of every epoch, so that ranks draw
@@ -207,7 +207,7 @@ class DeepHashMethod(HashMethod):
 
     def fit(self, x_train, y_train=None, *, checkpoint=None, parallel=None) -> "DeepHashMethod":
         """Train on ``x_train`` (and labels); ``parallel``: data-parallel over its ranks
-        (:mod:`deephash.data_parallel`), every rank passing the same data and options."""
+        (:mod:`deephash.training.data_parallel`), every rank passing the same data and options."""
         par = parallel or ONE_PROCESS
         t0 = time.perf_counter()
         with _Threads(self.threads), torch.random.fork_rng(devices=[]):

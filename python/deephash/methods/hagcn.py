@@ -17,7 +17,7 @@ each epoch's shuffle and any random start vector come from generators derived fr
 epoch), so a run resumed from its checkpoint (``fit(..., checkpoint=...)``: network, optimiser, targets,
 epoch, loss history after every epoch) ends exactly as an uninterrupted one.
 
-``fit(..., parallel=DataParallel())`` trains the networks data-parallel (:mod:`deephash.data_parallel`): the
+``fit(..., parallel=DataParallel())`` trains the networks data-parallel (:mod:`deephash.training.data_parallel`): the
 encoder runs on this rank's rows of each global batch, the per-batch graph and the filter on the whole batch.
 """
 from __future__ import annotations
@@ -28,11 +28,11 @@ from functools import partial
 import numpy as np
 import torch
 
-from .. import graphs
-from ..data_parallel import ONE_PROCESS
+from ..models import graphs
+from ..training.data_parallel import ONE_PROCESS
 from ..models import filtered_projection as fp
 from ..models.hagcn import HAGCNNet, PaperHAGCNNet, canonical_filter
-from ..progress import training_progress
+from ..training.progress import training_progress
 from .base import HashMethod, as_float, sign
 
 _RUN_OPTIONS = {"device": "cpu", "progress": False}
@@ -315,7 +315,7 @@ class NetworkHAGCN(HashMethod):
         return net.loss(out, targets[idx] if targets is not None else None)[0]
 
     def fit(self, x_train, y_train=None, *, checkpoint=None, parallel=None) -> "NetworkHAGCN":
-        """Train on ``x_train``; ``parallel``: data-parallel over its ranks (:mod:`deephash.data_parallel`),
+        """Train on ``x_train``; ``parallel``: data-parallel over its ranks (:mod:`deephash.training.data_parallel`),
         every rank passing the same data and options. Rank 0 computes the training-set graph codes and
         sends them to the others."""
         par = parallel or ONE_PROCESS
@@ -408,14 +408,3 @@ class PaperHAGCN(NetworkHAGCN):
 
     def targets(self, net, x: torch.Tensor) -> None:
         return None
-
-
-def upgrade_old_model_file(blob: dict) -> dict:
-    """A model file of HAGCN before it was a method (``{"format": "deephash.HAGCN", "config", "state_dict"}``,
-    the paper recipe marked ``config["seed_compatible"]``) in today's layout. Such files did not record the
-    training seed; it reads as 0."""
-    cfg = dict(blob["config"])
-    cls = PaperHAGCN if cfg.pop("seed_compatible", False) else NetworkHAGCN
-    options = {k: cfg[k] for k in cls.tunables if k in cfg}
-    return {"method": cls.name, "bits": cfg["bits"], "seed": 0, "options": {"filter": cfg["filter"], **options},
-            "state": {"config": cfg, "net": blob["state_dict"]}}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data_parallel import ONE_PROCESS
+from ..training.data_parallel import ONE_PROCESS
 from .csq import CSQ
 from .deep import HashHead, train_loop
 

@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from .. import graphs
+from . import graphs
 
 FILTERS = ("chebyshev", "spline", "fourier", "gcn", "lanczos", "none")
 DEFAULT_ORDER = {"chebyshev": 16, "spline": 16, "lanczos": 16, "fourier": 64}

@@ -18,7 +18,7 @@ never depends on which other items are encoded with it.
   operator ``T``). The decoder reconstructs the normalised input. The hash head ``W_h H`` (per item) is
   trained so that ``B Bᵀ / b`` follows the training-set graph's similarity ``T Tᵀ / b``, where ``T`` are
   the spectral-hashing codes of a kNN graph over the whole training set
-  (:func:`deephash.graphs.spectral_codes`), plus a per-bit logistic term.
+  (:func:`deephash.models.graphs.spectral_codes`), plus a per-bit logistic term.
 
 :class:`PaperHAGCNNet` — the paper code's formulation (IDASooinKim/DeepHashing, model.py / engine.py):
   ``h = GELU(W1 x)`` (hidden = input width), graph ``S = h hᵀ / n``, ``A = 1 + S``, operator
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import graphs
+from . import graphs
 
 FILTERS = ("gcn", "fourier", "spline", "chebyshev", "lanczos")
 _ALIASES = {"cheby": "chebyshev"}
@@ -179,7 +179,7 @@ class HAGCNNet(_Net):
     def forward_train(self, x: torch.Tensor, generator: torch.Generator | None = None, parallel=None) -> dict:
         """One step's graph and outputs for a batch ``x[n, d]``: reconstruction and logits.
 
-        ``parallel`` (:mod:`deephash.data_parallel`): ``x`` is the global batch; the encoder runs on this
+        ``parallel`` (:mod:`deephash.training.data_parallel`): ``x`` is the global batch; the encoder runs on this
         rank's rows, whose features are gathered from every rank; the graph and the filter act on the whole
         batch; the decoder reconstructs this rank's rows (``recon`` and ``target`` are those rows)."""
         xn = self.normalize(x)

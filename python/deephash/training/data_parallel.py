@@ -237,7 +237,7 @@ class DataParallel:
 
 
 class RankZeroCheckpoint:
-    """A checkpoint (``restore`` / ``save``, :class:`deephash.run.Checkpoint`) that rank 0 alone reads and
+    """A checkpoint (``restore`` / ``save``, :class:`deephash.training.run.Checkpoint`) that rank 0 alone reads and
     writes: the state it restores is broadcast (so every rank resumes from the same epoch, with no shared
     file system needed), and a failed save reaches every rank."""
 
@@ -249,7 +249,7 @@ class RankZeroCheckpoint:
         return self.par.on_main(self.inner.restore, config, seed, map_location="cpu")
 
     def reading(self):
-        """The inner checkpoint's :meth:`~deephash.run.Checkpoint.reading` (the state is the same on every
+        """The inner checkpoint's :meth:`~deephash.training.run.Checkpoint.reading` (the state is the same on every
         rank, so a damaged one is refused on every rank alike)."""
         return self.inner.reading()
 

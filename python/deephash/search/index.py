@@ -1,13 +1,13 @@
 """``deephash.Index``: packed binary codes with integer ids and exact Hamming search.
 
-The rows live in :mod:`deephash.storage` (segments, tombstones, amortised appends) and on disk in
-the format of :mod:`deephash.index_file` (also in docs/formats.md): :meth:`Index.load` maps the file
+The rows live in :mod:`deephash.search.storage` (segments, tombstones, amortised appends) and on disk in
+the format of :mod:`deephash.search.index_file` (also in docs/formats.md): :meth:`Index.load` maps the file
 (no copy of the codes or ids; opening costs the header and directory), :meth:`Index.save` writes a
 new file atomically or appends to the file the index came from. Search results are ordered by
 (distance, insertion order), removed rows excluded.
 
 ``Index(bits, kind="flat")`` scans every live code per query (``hamming_topk``); ``kind="mih"`` answers
-the same searches, with the same results, through multi-index hash tables (:mod:`deephash.mih`) built
+the same searches, with the same results, through multi-index hash tables (:mod:`deephash.search.mih`) built
 at the first search after the rows change. The kind and ``m`` are saved in the file's ``meta``
 (``{"kind": "mih", "m": m}``, ``m`` absent when chosen from the row count); the tables are not saved
 but rebuilt by the first search after a load. Mapping stored tables back measured 9-18x faster than
@@ -22,7 +22,7 @@ import torch
 import deephash_ext
 
 from .index_file import IndexError_, padding_mask
-from .codes import as_packed
+from ..codes import as_packed
 from .mih import MultiIndex, check_m
 from .storage import CodeStore
 
@@ -35,7 +35,7 @@ class Index:
     """An exact Hamming index over ``bits``-bit codes.
 
     ``kind="mih"`` searches by multi-index hashing over ``m`` substrings (default: chosen from the
-    number of rows at each build, see :func:`deephash.mih.default_m`); its results equal
+    number of rows at each build, see :func:`deephash.search.mih.default_m`); its results equal
     ``kind="flat"``'s.
     """
 
@@ -207,8 +207,8 @@ class Index:
 
     def shard(self, shards, directory) -> list[str]:
         """Split the live rows into ``shards`` contiguous parts (a count, or a list of sizes) written to
-        ``directory`` with a manifest, for :mod:`deephash.distributed`; returns the shard paths."""
-        from .distributed import write_shards
+        ``directory`` with a manifest, for :mod:`deephash.search.distributed`; returns the shard paths."""
+        from .sharding import write_shards
 
         return write_shards(self, shards, directory)
 

@@ -1,8 +1,6 @@
-"""Sharded exact search over torch.distributed (gloo on CPU, NCCL on GPU), and index sharding.
+"""Sharded exact search over torch.distributed (gloo on CPU, NCCL on GPU).
 
-A shard folder (written by :meth:`deephash.Index.shard` or ``deephash shard``) holds index files
-``shard-00000-of-00003.idx``, ... and ``shards.json``, the manifest: bits, and each shard's file and
-rows. Shard ``s`` is rows ``offset_s .. offset_s + rows_s`` of the index it was cut from.
+It searches a shard folder (:mod:`deephash.search.sharding` writes them: index files and a manifest).
 
 Search, on every rank of a process group (``torchrun --nproc-per-node N``): rank ``r`` opens shards
 ``r, r + N, r + 2N, ...`` (memory-mapped); the queries of rank 0 are broadcast; every rank runs
@@ -21,23 +19,16 @@ with ``init_process_group(..., timeout=...)``; the CLI's ``--timeout``), again a
 from __future__ import annotations
 
 import datetime
-import json
-import math
-import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 import deephash_ext
 
-from . import index_file
-from .data_parallel import end_process_group
+from .index import Index
 from .index_file import IndexError_
-
-MANIFEST = "shards.json"
+from .sharding import read_manifest
 _ROW_BITS = 40  # merge key: shard << 40 | row within the shard
 _FAR = torch.iinfo(torch.int32).max
 _LAST = torch.iinfo(torch.int64).max
@@ -50,89 +41,6 @@ class ShardError(IndexError_):
     def __init__(self, message: str, local: bool = False):
         super().__init__(message)
         self.local = local
-
-
-def shard_name(i: int, n: int) -> str:
-    return f"shard-{i:05d}-of-{n:05d}.idx"
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing shards
-
-
-def _sizes(shards, n: int) -> list[int]:
-    if isinstance(shards, (int, np.integer)) and not isinstance(shards, bool):
-        if shards < 1:
-            raise ValueError(f"shards must be >= 1, got {shards}")
-        base, extra = divmod(n, int(shards))
-        return [base + (i < extra) for i in range(int(shards))]
-    sizes = [int(s) for s in shards]
-    if not sizes or any(s < 0 for s in sizes) or sum(sizes) != n:
-        raise ValueError(f"shard sizes must be >= 0 and add up to the index's {n} rows, got {sizes}")
-    return sizes
-
-
-def _slice_rows(chunks, lo: int, hi: int):
-    """Rows lo..hi of a stream of (codes, ids) chunks."""
-    at = 0
-    for c, i in chunks:
-        n = len(c)
-        a, b = max(lo - at, 0), min(hi - at, n)
-        if a < b:
-            yield c[a:b], i[a:b]
-        at += n
-        if at >= hi:
-            return
-
-
-def write_shards(index, shards, directory) -> list[str]:
-    """Write ``index``'s live rows as shards (a count: near-equal contiguous parts; or a list of sizes)
-    into ``directory``, then the manifest (last, atomically: a reader never sees a manifest whose
-    shards are not all written). Returns the shard paths."""
-    sizes = _sizes(shards, len(index))
-    out = Path(directory)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise IndexError_(f"{out}: cannot create the shard folder ({e.strerror or e})") from e
-    store = index._store
-    block_rows = index_file.default_block_rows(index.nbytes)
-    entries, paths, lo = [], [], 0
-    for i, n in enumerate(sizes):
-        name = shard_name(i, len(sizes))
-        chunks = lambda lo=lo, n=n: _slice_rows(store.iter_rows(), lo, lo + n)  # noqa: E731
-        index_file.write_file(out / name, index.bits, block_rows, chunks, n, store.meta)
-        entries.append({"file": name, "rows": n, "offset": lo})
-        paths.append(str(out / name))
-        lo += n
-    manifest = {"format": "deephash-shards", "version": 1, "bits": index.bits, "rows": lo, "shards": entries}
-    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / MANIFEST)
-    return paths
-
-
-def read_manifest(directory) -> dict:
-    path = Path(directory) / MANIFEST
-    try:
-        with open(path) as f:
-            m = json.load(f)
-    except FileNotFoundError:
-        raise IndexError_(f"{directory}: not a shard folder (no {MANIFEST}; write one with `deephash shard`)") from None
-    except (OSError, ValueError) as e:
-        raise IndexError_(f"{path}: cannot read the shard manifest ({e})") from e
-    ok = (isinstance(m, dict) and m.get("format") == "deephash-shards" and isinstance(m.get("bits"), int)
-          and isinstance(m.get("shards"), list) and m["shards"]
-          and all(isinstance(s, dict) and isinstance(s.get("file"), str) and "/" not in s["file"]
-                  and isinstance(s.get("rows"), int) for s in m["shards"]))
-    if not ok:
-        raise IndexError_(f"{path}: not a deephash shard manifest")
-    if len(m["shards"]) >= 1 << 23:
-        raise IndexError_(f"{path}: too many shards ({len(m['shards'])})")
-    return m
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +124,6 @@ class ShardedIndex:
     exchanges that an NCCL process group needs (default: torch's)."""
 
     def __init__(self, directory, group=None, verify: str = "lazy", device=None, timeout: float | None = None):
-        from .index import Index
-
         self.directory = Path(directory)
         self.g = _Group(group, timeout)
         self.device = torch.device(device) if device is not None else self.g.device
@@ -360,107 +266,3 @@ def search_shards(directory, queries, k: int = 10, group=None, **kwargs):
     """One-call sharded search: opens ``directory``'s shards on every rank and searches; see
     :class:`ShardedIndex`."""
     return ShardedIndex(directory, group=group, **kwargs).search(queries, k)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line (hooked into deephash.cli)
-
-
-def add_cli(sub, search_parser) -> None:
-    """``deephash search`` options of sharded search, and the ``deephash shard`` subcommand."""
-    search_parser.add_argument("--timeout", type=float, default=None,
-                               help="sharded search: seconds a rank waits for the others before failing (300)")
-    search_parser.add_argument("--device", default=None,
-                               help="sharded search: cpu (gloo, the default) or cuda (NCCL, one GPU per rank)")
-    p = sub.add_parser("shard", help="split an index file into a shard folder for sharded search")
-    p.add_argument("--index", required=True)
-    p.add_argument("--shards", required=True, help="number of shards, or comma-separated sizes")
-    p.add_argument("--out", required=True, help="shard folder")
-    p.set_defaults(func=cmd_shard)
-
-
-def cmd_shard(args) -> int:
-    from .index import Index
-
-    try:
-        shards = [int(s) for s in args.shards.split(",")] if "," in args.shards else int(args.shards)
-    except ValueError:
-        raise ValueError(f"--shards: expected a count or comma-separated sizes, got {args.shards!r}") from None
-    idx = Index.load(args.index)
-    try:
-        _sizes(shards, len(idx))
-    except ValueError as e:
-        raise ValueError(f"--shards {args.shards}: {e}") from None
-    paths = write_shards(idx, shards, args.out)
-    print(f"wrote {len(paths)} shards of {len(idx)} codes of {idx.bits} bits to {args.out}/")
-    return 0
-
-
-def cmd_search_sharded(args, load_codes) -> int:
-    """``deephash search --index SHARD_DIR``: under torchrun, one rank per process; otherwise one
-    process over every shard. Only rank 0 reads the queries, prints and writes ``--out``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.device is None:
-        args.device = "cpu"
-    if args.timeout is None:
-        args.timeout = 300.0
-    if args.device not in ("cpu", "cuda"):
-        raise ValueError(f"--device {args.device}: sharded search runs on cpu or cuda")
-    cuda = args.device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available")
-    if not (args.timeout > 0 and math.isfinite(args.timeout)):
-        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    started = False
-    if world > 1 and not dist.is_initialized():
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo",
-                                timeout=datetime.timedelta(seconds=args.timeout))
-        started = True
-    agreed = False  # every rank ends here the same way
-    try:
-        result = _search_command(args, load_codes, cuda)
-        agreed = True
-        return result
-    except ShardError as e:
-        # All ranks know an agreed error: rank 0 reports it. Lost contact is reported where seen.
-        agreed = not e.local
-        if e.local or not dist.is_initialized() or dist.get_rank() == 0:
-            raise
-        return 2
-    finally:
-        if started:
-            end_process_group(agreed)
-
-
-def _search_command(args, load_codes, cuda: bool) -> int:
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else None
-    sharded = ShardedIndex(args.index, device=device, timeout=args.timeout)
-    rank = sharded.rank
-    codes = None
-    if rank == 0:
-        def read():
-            c = load_codes(args.codes)
-            if c["bits"] != sharded.bits:
-                raise ValueError(f"{args.codes}: {c['bits']}-bit queries, the index holds {sharded.bits}-bit codes")
-            if args.k < 1:
-                raise ValueError(f"-k must be >= 1, got {args.k}")
-            return c
-        codes = sharded.g.run(read)
-    else:
-        sharded.g.run(lambda: None)
-    res = sharded.search(torch.from_numpy(codes["codes"]) if rank == 0 else None, args.k, dst=0)
-    if rank != 0:
-        return 0
-    dist_, ids = (t.cpu() for t in res)
-    if args.out:
-        from .codes import write_npz
-        write_npz(args.out, distances=dist_.numpy(), ids=ids.numpy(), query_ids=codes["ids"])
-        print(f"wrote the {ids.shape[1]} nearest of {len(ids)} queries to {args.out} "
-              f"({sharded.shards} shards, {sharded.world_size} ranks)")
-    for q in range(min(len(ids), args.show)):
-        pairs = ", ".join(f"{int(i)}:{int(d)}" for i, d in zip(ids[q], dist_[q]))
-        print(f"query {int(codes['ids'][q])}: {pairs}")
-    sys.stdout.flush()
-    return 0

@@ -8,7 +8,7 @@ on the same split (same data, split seed, bits and seed):
 - the PR curve, precision at k (k = 1 .. 1000, ties by database row) and precision within Hamming
   radius r (a query with nothing within r counts 0, as P@r2);
 - the neighbour grid of each run and of ITQ on the same queries, for data that can be drawn
-  (:mod:`deephash.viz`);
+  (:mod:`deephash.views.viz`);
 - the training loss per epoch (runs whose ``metrics.json`` holds ``loss_history``);
 - timings: training (from ``metrics.json``; the baselines' fits measured here), encoding the queries and
   the database, and the top-1000 search of every query, measured on the machine that builds the report.
@@ -135,7 +135,7 @@ def precision_at_ks(qc, dc, q_labels, db_labels, ks, chunk: int = 256) -> tuple[
     k (ties by database row, as P@1000), mean over all queries. ``ks`` beyond the database are dropped."""
     import deephash_ext
 
-    from .codes import as_packed
+    from ..codes import as_packed
 
     qp, dp = as_packed(qc), as_packed(dc)
     ks = [k for k in ks if k <= dp.shape[0]] or [dp.shape[0]]
@@ -155,7 +155,7 @@ def precision_at_ks(qc, dc, q_labels, db_labels, ks, chunk: int = 256) -> tuple[
 
 def precision_within_radii(qc, dc, q_labels, db_labels, bits: int) -> list:
     """P@r for r = 0..bits: the relevant fraction of the items within radius r, 0 for a query with none."""
-    from .metrics import distance_histograms
+    from ..metrics import distance_histograms
 
     n_all, n_rel = distance_histograms(qc, dc, q_labels, db_labels, bits)
     ret = n_all.cumsum(1).double()
@@ -184,7 +184,7 @@ def _codes(model, split):
 
 
 def run_entry(run: Run, ds: DataSet, *, k: int, per_class: int, seed: int) -> Entry:
-    from .methods import load_model
+    from ..methods import load_model
 
     split = ds.split
     try:
@@ -199,7 +199,7 @@ def run_entry(run: Run, ds: DataSet, *, k: int, per_class: int, seed: int) -> En
     metrics = {key: run.metrics[key] for key in METRIC_COLUMNS if key in run.metrics}
     curve = run.metrics.get("pr_curve")
     if len(metrics) < len(METRIC_COLUMNS) or not isinstance(curve, dict):
-        from .metrics import evaluate
+        from ..metrics import evaluate
 
         metrics, curve = evaluate(qc, dc, split.y_query, split.y_db, run.bits)
     train_s = run.metrics.get("train_seconds")
@@ -215,8 +215,8 @@ def run_entry(run: Run, ds: DataSet, *, k: int, per_class: int, seed: int) -> En
 
 
 def baseline_entry(name: str, ds: DataSet, bits: int, seed: int, *, k: int, per_class: int, grid: bool) -> Entry:
-    from .methods import get_method
-    from .metrics import evaluate
+    from ..methods import get_method
+    from ..metrics import evaluate
 
     split = ds.split
     label = f"{name.upper()} {bits}b (baseline)"
@@ -246,7 +246,7 @@ def build_report(run_dirs, out, *, data=None, split_seed=None, k: int = 10, per_
 
     ``data`` (and ``split_seed``) replace the data set named in the runs' ``config.json``; ``splits`` maps
     ``(data, split_seed)`` to an already loaded split. ``grid_out`` receives the first run's neighbour grid."""
-    from .data import load_data
+    from ..data import load_data
 
     if not 1 <= int(k) <= viz.MAX_GRID_K:
         raise ReportError(f"-k must be in 1..{viz.MAX_GRID_K}, got {k}")

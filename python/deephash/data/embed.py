@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .codes import check_out_file
+from ..codes import check_out_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -103,6 +103,6 @@ def embed_images(images, out, *, arch: str = "vit_b_16", weights: str | None = N
     # Each row's image, relative to the .npz's folder, so that neighbour grids can draw the items.
     base = Path(out).resolve().parent
     paths = np.array([os.path.relpath(Path(f).resolve(), base) for f in files])
-    from .codes import write_npz
+    from ..codes import write_npz
     write_npz(out, x=x, y=labels, paths=paths)
     return x

@@ -53,7 +53,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .atomic import fsync_dir, temporary_name
+from ..atomic import fsync_dir, temporary_name
 
 MAGIC = b"DHIDX\0"
 VERSION = 2

@@ -1,5 +1,5 @@
 """The rows behind :class:`deephash.Index`: segments of codes and ids, tombstones, exact search across
-segments, and persistence to index files (:mod:`deephash.index_file`).
+segments, and persistence to index files (:mod:`deephash.search.index_file`).
 
 An index is a sequence of segments, rows numbered 0.. in insertion order across them:
 

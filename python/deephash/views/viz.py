@@ -127,7 +127,7 @@ def _split_rows(n: int, labels, seed: int | None, paper: bool) -> dict:
     """The original row numbers of the query and database parts of a split that :mod:`deephash.data`
     draws for ``n`` items. Both splits depend on the labels, ``n`` and the seed only, so splitting the
     row numbers themselves yields each part's rows."""
-    from .data import paper_split, standard_split
+    from ..data import paper_split, standard_split
 
     if paper:
         _, query, db = paper_split(n, 42 if seed is None else seed)
@@ -154,7 +154,7 @@ def item_images(spec, split, split_seed: int | None = None) -> tuple[ItemImages 
 
 
 def _folder_images(root: Path, split, split_seed) -> tuple[ItemImages | None, str]:
-    from .data import _natural_key
+    from ..data.datasets import _natural_key
 
     classes = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: _natural_key(d.name))
     files = []
@@ -369,7 +369,7 @@ def neighbours(query_codes, db_codes, k: int):
     """``(distances int64[Q, k'], rows int64[Q, k'])`` of the exact Hamming top k (ties by row)."""
     import deephash_ext
 
-    from .codes import as_packed
+    from ..codes import as_packed
 
     d, rows = deephash_ext.hamming_topk(as_packed(query_codes), as_packed(db_codes), int(k))
     return d.numpy().astype(np.int64), rows.numpy().astype(np.int64)
@@ -396,7 +396,7 @@ def grid_for_search(index, codes: dict, *, codes_path, index_path, data, split_s
     of the ``query`` and ``db`` parts of data set ``data`` (what ``deephash encode --split query`` and
     ``--split db`` encode: the codes' ids are rows of those parts), at most ``MAX_GRID_K`` results a row.
     Returns the line to print."""
-    from .data import load_data
+    from ..data import load_data
 
     if k < 1:
         raise VizError(f"-k must be at least 1, got {k}")

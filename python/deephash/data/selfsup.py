@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .atomic import atomic_write
-from .codes import check_out_file
-from .progress import training_progress
-from .run import Checkpoint
+from ..atomic import atomic_write
+from ..codes import check_out_file
+from ..training.progress import training_progress
+from ..training.run import Checkpoint
 
 CACHE_VERSION = 3  # bump when training or embedding changes what a configuration produces
 
@@ -224,7 +224,7 @@ def train_selfsup(images, config: SelfSupConfig = SelfSupConfig(), seed: int = 0
                   stream=None) -> Backbone:
     """Train SimCLR on ``images`` (greyscale ``[N, H, W]``; no labels) and return the backbone in eval mode.
 
-    ``checkpoint`` (:class:`deephash.run.Checkpoint`) is written after every epoch and, when it was made
+    ``checkpoint`` (:class:`deephash.training.run.Checkpoint`) is written after every epoch and, when it was made
     with ``resume=True`` and exists, training continues from it."""
     config.check()
     x = _as_images(images)
@@ -306,7 +306,7 @@ def load_images(data: str | os.PathLike = "fashion-mnist") -> tuple[np.ndarray, 
     images (and ``y`` when labels are known)."""
     s = str(data)
     if s.lower() in ("fashion-mnist", "fashion_mnist", "fmnist"):
-        from .data import load_fashion_mnist
+        from .datasets import load_fashion_mnist
 
         x, y = load_fashion_mnist()
         return np.rint(x * 255).astype(np.uint8).reshape(-1, 28, 28), y, "fashion-mnist"

@@ -6,7 +6,7 @@ benchmark uses it as it is. :func:`train_and_evaluate` does the same and writes 
 (docs/formats.md): ``model.pt`` (:meth:`HashMethod.save`), ``config.json``, ``metrics.json`` (the metrics,
 ``train_seconds``, the loss per epoch where the method trains in epochs, the PR curve), ``pr_curve.png``,
 and, for a method that trains in epochs, ``checkpoint.pt`` after every epoch (:class:`Checkpoint`), from
-which ``resume=True`` continues. Under data-parallel training (``parallel=``, :mod:`deephash.data_parallel`)
+which ``resume=True`` continues. Under data-parallel training (``parallel=``, :mod:`deephash.training.data_parallel`)
 rank 0 alone evaluates and writes these files.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write
-from .data import Split
-from .methods import METHODS
-from .methods.base import HashMethod, describe_load_error, load_weights
-from .metrics import evaluate, plot_pr_curve
+from ..atomic import atomic_write
+from ..data import Split
+from ..methods import METHODS
+from ..methods.base import HashMethod, describe_load_error, load_weights
+from ..metrics import evaluate, plot_pr_curve
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -118,7 +118,7 @@ def fit_and_evaluate(method: HashMethod, split: Split, checkpoint: Checkpoint | 
     """Fit ``method`` on the training split, encode queries and database, evaluate.
     Returns ``(metrics, curve)``; ``metrics["train_seconds"]`` is the fit time.
 
-    ``parallel`` (:class:`deephash.data_parallel.DataParallel`, every rank calling with the same split):
+    ``parallel`` (:class:`deephash.training.data_parallel.DataParallel`, every rank calling with the same split):
     the method trains data-parallel; rank 0 evaluates and every rank returns its result."""
     train_s = _fit(method, split, checkpoint, parallel)
     if parallel is None:
@@ -141,7 +141,7 @@ def train_and_evaluate(split: Split, method: HashMethod, run_dir, *, resume: boo
     """The ``deephash train`` job: :func:`fit_and_evaluate`, then write the run directory ``run_dir``.
     Returns ``(metrics, curve)``.
 
-    ``parallel``: data-parallel training (:mod:`deephash.data_parallel`); every rank calls with the same
+    ``parallel``: data-parallel training (:mod:`deephash.training.data_parallel`); every rank calls with the same
     arguments, rank 0 alone reads and writes ``run_dir`` (checkpoint included) and evaluates, and every
     rank returns rank 0's result. ``on_epoch`` runs on every rank."""
     run = Path(run_dir)
