@@ -2,10 +2,10 @@
 
 Each method (HAGCN and its paper recipe included) is fitted on the training split (supervised methods
 get the training labels only), then encodes the queries and the database, by
-:func:`deephash.training.run.fit_and_evaluate` as ``deephash train`` does; the metrics come from :mod:`deephash.metrics` (the deephash_ext ops):
-mAP@1000, mAP@all, tie-aware mAP@all, P@r2 (a query with nothing within radius 2 counts 0), and the
-training time (fit only, seconds). A method that refuses the data (e.g. hybridhash on embeddings that
-are not images) gets a row saying so.
+:func:`deephash.training.run.fit_and_evaluate` as ``deephash train`` does; the metrics come from
+:mod:`deephash.metrics` (the deephash_ext ops): mAP@1000, mAP@all, tie-aware mAP@all, P@r2 (a query
+with nothing within radius 2 counts 0), and the training time (fit only, seconds). A method that refuses
+the data (e.g. hybridhash on embeddings that are not images) gets a row saying so.
 
     python benchmarks/bench_methods.py                                  # all methods, 16/32/64 bits, Fashion-MNIST
     python benchmarks/bench_methods.py --methods itq csq --bits 64 --epochs 10
