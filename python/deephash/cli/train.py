@@ -19,9 +19,14 @@ def add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None) 
     p.add_argument("--paper-recipe", action="store_true",
                    help="HAGCN as the paper's code trains it (same as --method hagcn-paper)")
     p.add_argument("--seed-compatible", action="store_true", help="deprecated: use --paper-recipe")
-    p.add_argument("--epochs", type=int_in(1), default=None)
+    p.add_argument("--epochs", type=int_in(0), default=None,
+                   help="training epochs (hagcn: 0, the default, is its closed form; N > 0 trains it from there)")
     p.add_argument("--batch-size", type=int_in(2), default=None)
     p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--theta-lr", type=positive_float, default=None,
+                   help="hagcn trained (--epochs N): the learning rate of its encoding filter θ")
+    p.add_argument("--freeze-theta", action="store_true", default=None,
+                   help="hagcn trained: keep the encoding filter at the closed form's heat kernel (ablation)")
     p.add_argument("--order", type=int_in(1), default=None, help="filter order / number of basis functions")
     p.add_argument("--anchors", type=int_in(0), default=None,
                    help="HAGCN: training items in each item's encoding subgraph (hagcn) or joined to each step's "
@@ -49,8 +54,8 @@ def method(args, name: str = "hagcn"):
         if name not in ("hagcn", "hagcn-paper"):
             raise ValueError(f"--paper-recipe trains HAGCN; it does not apply to --method {name}")
         name = "hagcn-paper"
-    given = {k: getattr(args, k) for k in ("filter", "epochs", "batch_size", "lr", "order", "anchors", "subgraphs",
-                                            "device")}
+    given = {k: getattr(args, k) for k in ("filter", "epochs", "batch_size", "lr", "theta_lr", "freeze_theta",
+                                            "order", "anchors", "subgraphs", "device")}
     try:
         opts = method_options(name, **given)
     except ValueError as e:

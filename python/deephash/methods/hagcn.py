@@ -31,6 +31,7 @@ import torch
 from ..models import graphs
 from ..training.data_parallel import ONE_PROCESS
 from ..models import filtered_projection as fp
+from ..models import trained_projection as tp
 from ..models.hagcn import HAGCNNet, PaperHAGCNNet, canonical_filter
 from ..training.progress import training_progress
 from .base import HashMethod, as_float, sign
@@ -65,19 +66,26 @@ class HAGCN(HashMethod):
 
     name = "hagcn"
     resumable = True
-    history_is_loss = False  # history: the energy the code's dimensions keep through the filter, per pass
+    data_parallel = True  # the training epochs (epochs > 0); the closed form alone runs in one process
     # Options it refuses that another method takes, and why (run.method_options adds this to its refusal).
     options_elsewhere = ("hagcn-net", "it fits in passes; the HAGCN networks train in epochs: --method hagcn-net "
                                       "or hagcn-paper")
     options = {"filter": "chebyshev", "order": None, "knn": 10, "anchors": 8, "passes": 2, "heat": 10.0,
-               "local_heat": 0.5, "subgraphs": None, "iterations": 50, **_RUN_OPTIONS}
+               "local_heat": 0.5, "subgraphs": None, "iterations": 50, **tp.TRAIN_DEFAULTS, **_RUN_OPTIONS}
 
     def __init__(self, bits: int, seed: int = 0, **kwargs):
         super().__init__(bits, seed, **kwargs)
         self.filter = canonical_filter(self.filter, fp.FILTERS)
         self.mean = self.W = self.R = self.anchor_z = None
+        self.local_theta = None  # the trained encoding filter's Chebyshev coefficients (None: the heat kernel)
         self.fitted = None
         self.history = []
+        self.training = None  # the trained model's record (models.trained_projection.train)
+
+    @property
+    def history_is_loss(self) -> bool:
+        """Trained (epochs > 0): history is the loss per epoch; else the energy kept per pass."""
+        return bool(self.fitted and self.fitted.get("epochs"))
 
     @property
     def label(self) -> str:
@@ -116,6 +124,14 @@ class HAGCN(HashMethod):
         need(cfg["knn"] < nodes, f"knn={cfg['knn']} needs graphs of more than {cfg['knn']} items; "
              f"the training graphs have {nodes}")
         need(cfg["anchors"] < n, f"anchors={cfg['anchors']} needs more than {cfg['anchors']} training items, got {n}")
+        cfg["epochs"] = integer("epochs", 0)
+        if cfg["epochs"]:  # the trained model's options (tp.TRAIN_DEFAULTS)
+            cfg["batch_size"] = integer("batch_size", 2)
+            cfg["lr"], cfg["theta_lr"] = positive("lr"), positive("theta_lr")
+            need(isinstance(self.freeze_theta, bool), f"freeze_theta must be True or False, got {self.freeze_theta!r}")
+            cfg["freeze_theta"] = self.freeze_theta
+            need(cfg["local_heat"] > tp.MIN_HEAT or cfg["anchors"] == 0 or filt == "none",
+                 f"local_heat must be > {tp.MIN_HEAT} to train the encoding filter from it (its floor)")
         if filt in ("gcn", "none"):
             need(self.order is None, f"order does not apply to filter {filt} (it has no basis)")
             cfg["order"] = None
@@ -128,7 +144,10 @@ class HAGCN(HashMethod):
             cfg["order"] = order
         return cfg
 
-    def fit(self, x_train, y_train=None, *, checkpoint=None) -> "HAGCN":
+    def fit(self, x_train, y_train=None, *, checkpoint=None, parallel=None) -> "HAGCN":
+        """Fit the closed form; with ``epochs`` > 0 then train it (:mod:`deephash.models.trained_projection`),
+        data-parallel over ``parallel``'s ranks where given (every rank passing the same data and options;
+        each rank fits the same closed form)."""
         x = as_float(x_train)
         if x.dim() != 2:
             raise ValueError(f"{self.name}: x_train must be [N, d], got shape {tuple(x.shape)}")
@@ -136,22 +155,30 @@ class HAGCN(HashMethod):
         cfg = self.resolve(n, d)
         if not torch.isfinite(x).all():
             raise ValueError(f"{self.name}: x_train holds non-finite values (NaN or inf)")
+        par = parallel or ONE_PROCESS
+        _need(self, par.world == 1 or cfg["epochs"] > 0, "the closed form (epochs 0) fits in one process; "
+              "data-parallel training needs epochs > 0")
+        if par.world > 1:
+            checkpoint = par.checkpoint(checkpoint)
         filt, dev, bits = self.filter, torch.device(self.device), self.bits
         mean = x.mean(0)
         F = graphs.cosine_features(x, mean).double().to(dev)
         basis = "chebyshev" if filt == "lanczos" else filt  # lanczos: the Chebyshev filter on its Krylov basis
         theta = None if cfg["order"] is None else fp.heat_theta(basis, cfg["heat"], cfg["order"]).to(dev)
-        start, history, W, mu = 0, [], None, None
+        start, history, W, mu, trained = 0, [], None, None, None
         key = {**cfg, "bits": bits}  # a checkpoint resumes only the same configuration
         state = checkpoint.restore(key, self.seed) if checkpoint is not None else None
         if state is not None:
             with checkpoint.reading():
                 W, mu = state["W"].to(dev), state["mu"].to(dev)
                 start, history = int(state["epoch"]), list(state["history"])
+                trained = state.get("trained")  # saved after a training epoch (counted after the passes)
+                if trained is not None:
+                    start, history = cfg["passes"], list(state["passes"])
                 if not (0 < start <= cfg["passes"] and tuple(W.shape) == (d, d)):
                     raise ValueError(f"pass {start} of {cfg['passes']}, projection {tuple(W.shape)}")
         bar = (training_progress(f"{self.label} {bits}b", cfg["passes"], 1, start, unit="pass", value="energy kept")
-               if self.progress else None)
+               if self.progress and par.is_main and trained is None else None)
         groups = fp.parts(n, cfg["subgraphs"], self.seed)
         for p in range(start, cfg["passes"]):
             if filt == "none":
@@ -177,8 +204,47 @@ class HAGCN(HashMethod):
         R = fp.itq_rotation(V[:, :bits], cfg["iterations"], torch.Generator().manual_seed(self.seed))
         self.mean, self.W, self.R = mean, Ws.float().cpu(), R.float().cpu()
         self.anchor_z = V.float().cpu() if cfg["anchors"] > 0 and filt != "none" else None
-        self.fitted, self.history = cfg, history
+        self.fitted, self.history, self.local_theta, self.training = cfg, history, None, None
+        if cfg["epochs"]:
+            self._train(x, cfg, key, W, mu, history, checkpoint, par, trained)
         return self
+
+    def _train(self, x, cfg, key, W, mu, passes, checkpoint, par, state) -> None:
+        """Train the fitted closed form (:func:`deephash.models.trained_projection.train`); the checkpoint
+        after each epoch keeps the closed form's projection (to rebuild it) and the training state."""
+        dev = torch.device(self.device)
+        F = graphs.cosine_features(x.double(), self.mean.double()).to(dev)  # as encoding computes them
+        enc = tp.Encoder(self.W, self.R, self.anchor_z, F, cfg["anchors"], cfg["local_heat"],
+                         learn_theta=not cfg["freeze_theta"]).to(dev)
+        par.broadcast_module(enc)
+
+        def save(epoch, trained):
+            checkpoint.save(key, self.seed, cfg["passes"] + epoch, trained["record"]["loss"], W=W.cpu(),
+                            mu=mu.cpu(), passes=passes, trained=trained)
+
+        def bar(steps, start):
+            return (training_progress(f"{self.label} {self.bits}b (trained)", cfg["epochs"], steps, start)
+                    if self.progress and par.is_main else None)
+
+        record = tp.train(enc, cfg, self.seed, _gen, par, state=state,
+                          save=save if checkpoint is not None else None, progress=bar)
+        with torch.no_grad():
+            bank = enc.bank()
+            self.W, self.R = enc.W.detach().float().cpu(), enc.R.detach().float().cpu()
+            self.anchor_z = None if bank is None else bank.float().cpu()
+            self.local_theta = enc.filter.theta().detach().cpu() if enc.m else None
+        self.training = {**record, "nodes": enc.filter.nodes.cpu().tolist()}
+        self.history = list(record["loss"])
+
+    @property
+    def filter_response(self) -> dict | None:
+        """The trained encoding filter: ``g`` at ``lambda`` before training (the heat kernel) and after."""
+        if self.local_theta is None:
+            return None
+        lam = torch.linspace(0, 2, 41, dtype=torch.float64)
+        before = fp.heat_theta("chebyshev", self.fitted["local_heat"], self.local_theta.shape[0])
+        return {"lambda": lam.tolist(), "before": tp.response(before, lam).tolist(),
+                "after": tp.response(self.local_theta.double(), lam).tolist()}
 
     def project(self, x, chunk: int = 4096) -> torch.Tensor:
         """The items' filtered projections ``[N, dims]`` (before the rotation), float32."""
@@ -200,7 +266,9 @@ class HAGCN(HashMethod):
         out = []
         for s in range(0, x.shape[0], chunk):
             z = graphs.cosine_features(x[s:s + chunk].double(), mean) @ W
-            if anchors is not None:
+            if anchors is not None and self.local_theta is not None:  # trained: the learned filter
+                z = tp.subgraph_filter(z, anchors, self.fitted["anchors"], self.local_theta.double())
+            elif anchors is not None:
                 z = fp.local_filter(z, anchors, self.fitted["anchors"], self.fitted["local_heat"])
             out.append(z)
         return torch.cat(out) if out else W.new_zeros(0, W.shape[1])
@@ -210,7 +278,7 @@ class HAGCN(HashMethod):
 
     def state_dict(self) -> dict:
         return {"config": self.fitted, "mean": self.mean, "W": self.W, "R": self.R, "anchor_z": self.anchor_z,
-                "history": self.history}
+                "history": self.history, "local_theta": self.local_theta, "training": self.training}
 
     def load_state_dict(self, state: dict) -> None:
         cfg = dict(state["config"])
@@ -220,8 +288,13 @@ class HAGCN(HashMethod):
                 or anchor_z is not None and (anchor_z.dim() != 2 or anchor_z.shape[1] != D
                                              or anchor_z.shape[0] <= int(cfg["anchors"]))):
             raise ValueError("the stored projection, rotation and anchors do not fit together")
+        theta = state.get("local_theta")
+        if theta is not None and (theta.dim() != 1 or theta.shape[0] < 1):
+            raise ValueError("the stored encoding filter is not a vector of coefficients")
+        cfg.setdefault("epochs", 0)  # files of the closed form before it trained
         self.mean, self.W, self.R, self.anchor_z = mean, W, R, anchor_z
         self.fitted, self.history = cfg, list(state.get("history", []))
+        self.local_theta, self.training = theta, state.get("training")
 
 
 class NetworkHAGCN(HashMethod):

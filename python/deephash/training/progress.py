@@ -8,7 +8,8 @@ On a terminal the training loop shows a tqdm bar updated every step. When the st
     HAGCN chebyshev 64b: pass 1/2, energy kept 0.0584, 52.1 s          (a fit in passes)
 
 Both objects have the same three methods, called by the training loop: ``step(epoch, loss)`` after each
-optimiser step, ``end_epoch(epoch, mean_loss)`` after each epoch (epochs count from 1), ``close()``.
+optimiser step, ``end_epoch(epoch, mean_loss, note="")`` after each epoch (epochs count from 1; ``note``:
+more to say on the epoch's line, such as the trained HAGCN's filter), ``close()``.
 """
 from __future__ import annotations
 
@@ -35,11 +36,12 @@ class EpochLines:
     def step(self, epoch: int, loss: float) -> None:
         pass
 
-    def end_epoch(self, epoch: int, mean_loss: float) -> None:
+    def end_epoch(self, epoch: int, mean_loss: float, note: str = "") -> None:
         now = time.perf_counter()
         steps = f"{self.steps} steps, " if self.unit == "epoch" else ""
+        note = f", {note}" if note else ""
         self._write(f"{self.desc}: {self.unit} {epoch}/{self.epochs}, {self.value} {mean_loss:.6g}, {steps}"
-                    f"{now - self._t0:.1f} s")
+                    f"{now - self._t0:.1f} s{note}")
         self._t0 = now
 
     def close(self) -> None:
@@ -61,8 +63,9 @@ class StepBar:
         self.bar.update(1)
         self.bar.set_postfix({self.unit: epoch, self.value: f"{loss:.4f}"})
 
-    def end_epoch(self, epoch: int, mean_loss: float) -> None:
-        pass
+    def end_epoch(self, epoch: int, mean_loss: float, note: str = "") -> None:
+        if note:
+            self.bar.write(f"{self.bar.desc}: {self.unit} {epoch}, {note}")
 
     def close(self) -> None:
         self.bar.close()

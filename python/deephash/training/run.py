@@ -152,6 +152,8 @@ def train_and_evaluate(split: Split, method: HashMethod, run_dir, *, resume: boo
     metrics, curve = fit_and_evaluate(method, split, checkpoint, parallel)
     if getattr(method, "history", None) and getattr(method, "history_is_loss", True):
         metrics["loss_history"] = list(method.history)
+    if getattr(method, "filter_response", None):  # a trained filter: g(λ) before and after
+        metrics["filter_response"] = method.filter_response
     if parallel is None:
         _write_run(run, method, metrics, curve, extra_config)
     else:
