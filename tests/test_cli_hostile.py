@@ -199,9 +199,9 @@ def _(ws, t):
     return train_args(ws, t / "r", "--method", "csq", "--epochs", 1, "--lr", "-1"), ["--lr"]
 
 
-@case("train: --epochs 0")
+@case("train: hagcn-net --epochs 0 (0 is the default hagcn's closed form; the network needs an epoch)")
 def _(ws, t):
-    return net_args(ws, t / "r", "--epochs", 0), ["--epochs"]
+    return net_args(ws, t / "r", "--epochs", 0), ["epochs must be >= 1"]
 
 
 @case("train: --epochs -3 (dsh)")
@@ -259,9 +259,14 @@ def _(ws, t):
     return net_args(ws, t / "r", "--epochs", 1, "--anchors", 5000), ["anchors", "5000"]
 
 
-@case("train: --epochs for the default hagcn (it fits in passes)")
+@case("train: --theta-lr for hagcn-net (the trained hagcn's option)")
 def _(ws, t):
-    return train_args(ws, t / "r", "--epochs", 3), ["--epochs", "hagcn", "hagcn-net"]
+    return net_args(ws, t / "r", "--epochs", 1, "--theta-lr", 0.1), ["--theta-lr", "hagcn-net"]
+
+
+@case("train: hagcn --epochs -1")
+def _(ws, t):
+    return train_args(ws, t / "r", "--epochs", -1), ["--epochs", "-1"]
 
 
 @case("train: hagcn --anchors beyond the training items")
@@ -872,9 +877,9 @@ def _(ws, t):
             "--no-progress"], ["--anchors"]
 
 
-@case("demo: --epochs 0")
+@case("demo: --epochs -1")
 def _(ws, t):
-    return ["demo", "--data", ws.split, "--bits", BITS, "--epochs", 0, "--out", t / "demo"], ["--epochs"]
+    return ["demo", "--data", ws.split, "--bits", BITS, "--epochs", -1, "--out", t / "demo"], ["--epochs"]
 
 
 # -- embed -----------------------------------------------------------------------------------------

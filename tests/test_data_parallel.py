@@ -94,6 +94,11 @@ TRAIN = {
                                                          "batch_size": 25}},
     "shc": {"method": "shc", "bits": 16, "options": {"hidden": 32, "dropout": 0.0, "epochs": 2, "batch_size": 30,
                                                       "center_steps": 50, "threads": 1}},
+    # The trained default HAGCN: each rank fits the same closed form, then trains on its rows of each batch
+    # (the subgraph ops on its rows, the codes gathered for the loss); killed after its first training epoch
+    # (its 2 closed-form passes count first).
+    "hagcn-trained": {"method": "hagcn", "bits": 16, "options": {"anchors": 6, "epochs": 3, "batch_size": 25,
+                                                                 "lr": 1e-3, "theta_lr": 0.05}, "kill_after": 3},
 }
 # BatchNorm takes each rank's batch statistics: the ranks agree, but not with one process.
 RANKS_AGREE_ONLY = {
@@ -104,7 +109,7 @@ RANKS_AGREE_ONLY = {
 
 def test_two_rank_training_equals_one_process_resumes_and_rank0_writes(tmp_path, split_npz):
     runs = [{"tag": k, "spec": s} for k, s in {**TRAIN, **RANKS_AGREE_ONLY}.items()]
-    runs += [{"tag": f"{k}-resumed", "spec": s, "kill_after": 1} for k, s in TRAIN.items()]
+    runs += [{"tag": f"{k}-resumed", "spec": s, "kill_after": s.get("kill_after", 1)} for k, s in TRAIN.items()]
     cfg = {"job": "train", "data": str(split_npz), "out": str(tmp_path), "timeout": 120, "runs": runs}
     out = launch(cfg)
     assert [c for c, _ in out] == [0, 0], out

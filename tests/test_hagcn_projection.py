@@ -27,9 +27,10 @@ def _fit(x, **kw):
 
 
 def test_is_the_default_method_and_refuses_what_it_does_not_take(data):
-    assert METHODS["hagcn"] is HAGCN and not HAGCN.supervised and HAGCN.resumable and not HAGCN.data_parallel
-    with pytest.raises(TypeError, match="epochs"):
-        get_method("hagcn", 16, epochs=3)
+    # data-parallel: its training epochs (epochs > 0, tests/test_hagcn_trained.py); the closed form is one process
+    assert METHODS["hagcn"] is HAGCN and not HAGCN.supervised and HAGCN.resumable and HAGCN.data_parallel
+    with pytest.raises(TypeError, match="hidden"):
+        get_method("hagcn", 16, hidden=3)
     with pytest.raises(ValueError, match="unknown filter 'wavelet'"):
         get_method("hagcn", 16, filter="wavelet")
     x, _ = data

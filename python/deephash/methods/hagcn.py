@@ -68,8 +68,8 @@ class HAGCN(HashMethod):
     resumable = True
     data_parallel = True  # the training epochs (epochs > 0); the closed form alone runs in one process
     # Options it refuses that another method takes, and why (run.method_options adds this to its refusal).
-    options_elsewhere = ("hagcn-net", "it fits in passes; the HAGCN networks train in epochs: --method hagcn-net "
-                                      "or hagcn-paper")
+    options_elsewhere = ("hagcn-net", "the graph-convolutional autoencoder's options: --method hagcn-net or "
+                                      "hagcn-paper")
     options = {"filter": "chebyshev", "order": None, "knn": 10, "anchors": 8, "passes": 2, "heat": 10.0,
                "local_heat": 0.5, "subgraphs": None, "iterations": 50, **tp.TRAIN_DEFAULTS, **_RUN_OPTIONS}
 
