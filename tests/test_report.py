@@ -609,3 +609,16 @@ def test_report_renders_in_chromium(tmp_path, image_run):
     colours = {tuple(c) for c in np.unique(shot, axis=0)}
     # The images were decoded and drawn: the grids' frame colours and the second curve's colour (tab:orange).
     assert {viz.MATCH_COLOUR, viz.QUERY_COLOUR, (255, 127, 14)} <= colours  # no miss when the model is perfect
+
+
+def test_report_draws_the_trained_hagcn_filter_before_and_after(tmp_path, image_data, image_run):
+    """A trained default HAGCN (--epochs N): its loss curve and its encoding filter g(λ) before and after."""
+    run = tmp_path / "trained"
+    assert main(["train", "--data", str(image_data), "--bits", "16", "--epochs", "2", "--batch-size", "32",
+                 "--anchors", "6", "--out", str(run), "--no-progress"]) == 0
+    assert main(["report", str(run), str(image_run), "--out", str(tmp_path / "r.html")]) == 0
+    page = Page((tmp_path / "r.html").read_text())
+    assert [viz.png_size(decode_img(i)) for i in page.images if i["section"] == "filter"] == [(560, 380)]
+    assert len([i for i in page.images if i["section"] == "loss"]) == 1
+    assert main(["report", str(image_run), "--out", str(tmp_path / "closed.html")]) == 0
+    assert not [i for i in Page((tmp_path / "closed.html").read_text()).images if i["section"] == "filter"]

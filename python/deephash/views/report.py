@@ -112,6 +112,7 @@ class Entry:
     p_radius: list
     timings: dict               # seconds: "train", "encode", "search"; None when not known
     loss_history: list | None = None
+    filter_response: dict | None = None  # a trained HAGCN's encoding filter g(λ) before and after training
     config: dict | None = None
     grid: bytes | None = None
     note: str = ""
@@ -204,7 +205,9 @@ def run_entry(run: Run, ds: DataSet, *, k: int, per_class: int, seed: int) -> En
         metrics, curve = evaluate(qc, dc, split.y_query, split.y_db, run.bits)
     train_s = run.metrics.get("train_seconds")
     loss = run.metrics.get("loss_history")
-    return Entry(name=f"{run.label} ({run.path.name})", kind="run", bits=run.bits, data=ds.name, metrics=metrics,
+    response = run.metrics.get("filter_response")
+    return Entry(filter_response=response if isinstance(response, dict) and "after" in response else None,
+                 name=f"{run.label} ({run.path.name})", kind="run", bits=run.bits, data=ds.name, metrics=metrics,
                  pr_curve=curve, ks=ks, p_at_k=pk, p_radius=precision_within_radii(qc, dc, split.y_query, split.y_db,
                                                                                    run.bits),
                  timings={"train": float(train_s) if train_s is not None else None, "encode": t_enc,
@@ -443,6 +446,18 @@ def render_html(entries: list, datasets: list, runs: list, notes: list, *, k: in
     if missing:
         body += f'<p class="note">No loss history recorded for {_e(", ".join(missing))}.</p>'
     parts.append(_section("loss", "Training loss", body))
+    responses = [e for e in run_entries if e.filter_response]
+    if responses:  # the trained HAGCN: its learned encoding filter against the closed form's heat kernel
+        series = [("heat kernel (closed form, before)", responses[0].filter_response["lambda"],
+                   responses[0].filter_response["before"], {"linestyle": "--", "color": "0.4"})]
+        series += [(f"{e.name} (after)", e.filter_response["lambda"], e.filter_response["after"], {})
+                   for e in responses]
+        fig = viz.line_figure(series, "λ (normalized Laplacian eigenvalue)", "g(λ)", "Encoding filter g(λ)",
+                              ylim=(0, 1.05))
+        parts.append(_section("filter", "Learned encoding filter", _figure(
+            fig, "encoding filter before and after training", "The filter of the encoding subgraphs: the "
+            "closed form's heat kernel before training and the learned one after (metrics.json: "
+            "filter_response).")))
     parts.append("</div>")
 
     # Neighbour grids.
