@@ -52,6 +52,7 @@ TAU = 0.3  # the contrastive loss's temperature (on code cosines)
 QUANT_WEIGHT, BALANCE_WEIGHT, DECORR_WEIGHT = 0.1, 0.1, 0.1
 TARGET = "neighbours"  # or "distill": the closed form's own float embedding's similarities (see distill_loss)
 TEACHER_TAU = 0.1  # distill: the temperature of the target and of the codes' similarity distributions
+STRAIGHT_THROUGH = False  # the loss on the codes sign(h) themselves, tanh's gradient (else on tanh(h / s))
 HOLDOUT = 10  # one training item in HOLDOUT is held out for model selection (when there are >= 20)
 TRAIN_DEFAULTS = {"epochs": 0, "batch_size": 256, "lr": 1e-4, "theta_lr": 1e-2, "freeze_theta": False}
 
@@ -194,7 +195,10 @@ class Encoder(torch.nn.Module):
         return torch.cat([fp.unit(self(self.F[s:s + chunk], bank)) for s in range(0, self.F.shape[0], chunk)])
 
     def relaxed(self, f: Tensor, bank: Tensor | None) -> Tensor:
-        return torch.tanh(self(f, bank) / self.scale)
+        """``tanh(h / s)``; with ``STRAIGHT_THROUGH`` the codes ``sign(h)`` forward and tanh's gradient back."""
+        h = self(f, bank)
+        t = torch.tanh(h / self.scale)
+        return t + (torch.where(h > 0, 1.0, -1.0).to(t.dtype) - t).detach() if STRAIGHT_THROUGH else t
 
 
 def input_neighbours(F: Tensor, k: int) -> tuple[Tensor, Tensor]:
