@@ -100,8 +100,8 @@ def _small_encoder(seed=0):
     return enc, F
 
 
-def _loss(enc, F, W, R, beta):
-    """The objective of 4 pairs as a function of the parameters (gradcheck's inputs)."""
+def _loss(enc, F, W, R, beta, objective="neighbours"):
+    """The objective of 4 pairs (distill: of 4 items) as a function of the parameters (gradcheck's inputs)."""
     for module, name, value in ((enc, "W", W), (enc, "R", R), (enc.filter, "beta", beta)):
         if name in module._parameters:  # plain tensors in place of the parameters: gradcheck's inputs
             delattr(module, name)
@@ -109,16 +109,20 @@ def _loss(enc, F, W, R, beta):
     P, Q = torch.tensor([0, 3, 5, 9]), torch.tensor([1, 4, 8, 2])
     nn_ = torch.tensor([[1], [0], [3], [4], [3], [8], [5], [6], [5], [2], *[[0]] * 10])
     bank = enc.bank()
+    if objective == "distill":  # against a fixed teacher (tanh relaxation: straight-through has no derivative)
+        teacher = fp.unit(torch.randn(20, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+        return tp.distill_loss(enc.relaxed(F[P], bank), teacher[P], slice(0, 4), ONE_PROCESS)
     bp, bq = enc.relaxed(F[P], bank), enc.relaxed(F[Q], bank)
     return tp.objective(bp, bq, tp.known_pairs(nn_, P, Q), slice(0, 4), ONE_PROCESS)
 
 
-def test_gradcheck_of_the_loss_through_the_subgraph_ops_and_against_the_references():
+@pytest.mark.parametrize("objective", tp.OBJECTIVES)
+def test_gradcheck_of_the_loss_through_the_subgraph_ops_and_against_the_references(objective):
     enc, F = _small_encoder()
     params = [enc.W.detach().clone().requires_grad_(), enc.R.detach().clone().requires_grad_(),
               enc.filter.beta.detach().clone().requires_grad_()]
     enc.scale.fill_(0.3)
-    fn = lambda W, R, beta: _loss(enc, F, W, R, beta)  # noqa: E731
+    fn = lambda W, R, beta: _loss(enc, F, W, R, beta, objective)  # noqa: E731
     assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-7, rtol=1e-5)
     ops = torch.autograd.grad(fn(*params), params)
     assert all(g.abs().max() > 0 for g in ops)  # the loss reaches W, R and θ
@@ -156,16 +160,26 @@ def test_training_moves_the_model_and_the_filter(data, closed):
     assert m.history_is_loss and len(m.history) == 3 and all(math.isfinite(v) for v in m.history)
     rec = m.training
     assert len(rec["held_out"]) == 4 and rec["chosen"] == min(range(4), key=rec["held_out"].__getitem__)
-    assert not torch.equal(m.W, closed.W) and not torch.equal(m.local_theta, fp.heat_theta("chebyshev", 0.5, 12))
+    assert rec["g"][-1] != rec["g"][0]  # θ moved over the epochs
     assert set(m.encode(data).unique().tolist()) <= {-1.0, 1.0}
     r = m.filter_response
     assert r["before"][0] == pytest.approx(1) and r["after"][0] == pytest.approx(1, abs=1e-9)
-    # Ablations, one switch each: θ frozen at the heat kernel; no subgraph.
+
+    def kept(model, start=closed):  # the held-out criterion's epoch is the model: epoch 0 is the closed form
+        if model.training["chosen"] == 0:
+            return torch.equal(model.W, start.W) and torch.equal(model.encode(data), start.encode(data))
+        return not torch.equal(model.W, start.W)
+
+    # Ablations, one switch each: θ frozen at the heat kernel; no subgraph; and the other objective.
     frozen = _trained(data, freeze_theta=True)
     assert torch.equal(frozen.local_theta, fp.heat_theta("chebyshev", 0.5, 12))
-    assert not torch.equal(frozen.W, closed.W)
+    assert all(g == frozen.training["g"][0] for g in frozen.training["g"])
     flat = _trained(data, anchors=0)
-    assert flat.local_theta is None and flat.anchor_z is None and not torch.equal(flat.W, closed.W)
+    assert flat.local_theta is None and flat.anchor_z is None
+    pairs = _trained(data, objective="neighbours", lr=1e-2)
+    assert pairs.training["chosen"] > 0 and not torch.equal(pairs.W, m.W)
+    assert kept(m) and kept(frozen) and kept(pairs)
+    assert kept(flat, get_method("hagcn", 16, seed=3, anchors=0).fit(data))
 
 
 def test_an_items_code_does_not_depend_on_what_else_is_encoded(data):
@@ -207,6 +221,7 @@ def test_bad_options_are_refused(data):
            ({"epochs": 2, "lr": 0}, "lr must be a finite number > 0"),
            ({"epochs": 2, "theta_lr": float("nan")}, "theta_lr must be a finite number > 0"),
            ({"epochs": 2, "freeze_theta": "yes"}, "freeze_theta must be True or False"),
+           ({"epochs": 2, "objective": "labels"}, "objective must be one of distill, neighbours"),
            ({"epochs": 2, "local_heat": 0.04}, "local_heat must be > 0.05")]
     for opts, message in bad:
         with pytest.raises(ValueError, match=message):

@@ -1,7 +1,8 @@
 """The ``deephash`` command line (also ``python -m deephash``).
 
     deephash train  --data D --bits B [--method NAME] [--filter F] [--epochs E] [--paper-recipe] --out RUN
-                    (hagcn: --epochs 0 is the closed form, N > 0 trains it: [--lr] [--theta-lr] [--freeze-theta])
+                    (hagcn: --epochs 0 is the closed form, N > 0 trains it: [--lr] [--theta-lr] [--objective O]
+                    [--freeze-theta])
     torchrun --nproc-per-node N -m deephash train ...      (data-parallel: deephash.training.data_parallel)
     deephash encode --model RUN (--data D --split query|db|train | --input X.npy|X.npz) --out CODES.npz
     deephash index  --codes CODES.npz --out DB.idx

@@ -25,6 +25,9 @@ def add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None) 
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--theta-lr", type=positive_float, default=None,
                    help="hagcn trained (--epochs N): the learning rate of its encoding filter θ")
+    p.add_argument("--objective", default=None, choices=["distill", "neighbours"],
+                   help="hagcn trained: what the codes learn (default distill: to rank as the closed form's "
+                        "float embedding; neighbours: contrastive on input nearest neighbours)")
     p.add_argument("--freeze-theta", action="store_true", default=None,
                    help="hagcn trained: keep the encoding filter at the closed form's heat kernel (ablation)")
     p.add_argument("--order", type=int_in(1), default=None, help="filter order / number of basis functions")
@@ -55,7 +58,7 @@ def method(args, name: str = "hagcn"):
             raise ValueError(f"--paper-recipe trains HAGCN; it does not apply to --method {name}")
         name = "hagcn-paper"
     given = {k: getattr(args, k) for k in ("filter", "epochs", "batch_size", "lr", "theta_lr", "freeze_theta",
-                                            "order", "anchors", "subgraphs", "device")}
+                                            "objective", "order", "anchors", "subgraphs", "device")}
     try:
         opts = method_options(name, **given)
     except ValueError as e:

@@ -130,6 +130,9 @@ class HAGCN(HashMethod):
             cfg["lr"], cfg["theta_lr"] = positive("lr"), positive("theta_lr")
             need(isinstance(self.freeze_theta, bool), f"freeze_theta must be True or False, got {self.freeze_theta!r}")
             cfg["freeze_theta"] = self.freeze_theta
+            need(self.objective in tp.OBJECTIVES, f"objective must be one of {', '.join(tp.OBJECTIVES)}, "
+                 f"got {self.objective!r}")
+            cfg["objective"] = self.objective
             need(cfg["local_heat"] > tp.MIN_HEAT or cfg["anchors"] == 0 or filt == "none",
                  f"local_heat must be > {tp.MIN_HEAT} to train the encoding filter from it (its floor)")
         if filt in ("gcn", "none"):

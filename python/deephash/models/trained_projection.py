@@ -24,15 +24,25 @@ and started exactly at its closed form: the step-0 codes are the closed form's c
   the closed form's heat-kernel coefficients plus the interpolation of the change of the node values
   since the start, which is exactly zero at step 0 (the interpolated and the series coefficients of
   ``exp(-t λ)`` differ by ~1e-16). θ has its own learning rate and no weight decay.
-- **Objective, label-free**: the positives of an item are its mutual nearest neighbours among the
-  training items in the input's cosine geometry (``TARGET_KNN``; its nearest neighbours when it has no
-  mutual one): each step pairs every batch item with one of them, drawn at random, and a contrastive
-  loss (InfoNCE both ways, temperature ``TAU``, over the relaxed codes' cosine) pulls the pair together
-  against the other pairs of the global batch; other batch items known to be input neighbours are left
-  out of the negatives. Plus quantisation ``(1 - |b|)²``, bit balance (each bit's batch mean²) and
-  decorrelation (``|BᵀB/n - I|²``). Labels are never read.
+- **Objective, label-free** (``objective``):
+  - ``"distill"`` (the default): the codes learn to rank as the closed form's own float embedding
+    ``unit(h)`` at step 0 (before sign: it ranks better than its codes, which sign alone loses) ranks:
+    for every batch item, the cross-entropy of its code-similarity distribution over the other items of
+    the global batch against the float embedding's (softmaxes at ``TEACHER_TAU``), the codes being
+    ``sign(h)`` forward with tanh's gradient (straight-through), so the loss ranks by the codes
+    themselves;
+  - ``"neighbours"``: the positives of an item are its mutual nearest neighbours among the training
+    items in the input's cosine geometry (``TARGET_KNN``; its nearest neighbours when it has no mutual
+    one): each step pairs every batch item with one of them, drawn at random, and a contrastive loss
+    (InfoNCE both ways, temperature ``TAU``, over the relaxed codes' ``tanh(h / s)`` cosine) pulls the
+    pair together against the other pairs of the global batch; other batch items known to be input
+    neighbours are left out of the negatives.
+
+  Both add quantisation ``(1 - |b|)²`` (0 for the straight-through codes), bit balance (each bit's
+  batch mean²) and decorrelation (``|BᵀB/n - I|²``). Labels are never read.
 - **Model selection, label-free**: a tenth of the training items (seeded) are held out of the batches;
-  after every epoch the objective is computed on them (each paired with its nearest mutual neighbour) and
+  after every epoch the objective is computed on them (for ``neighbours`` each paired with its nearest
+  mutual neighbour) and
   the model of the epoch with the lowest held-out objective is kept, epoch 0 (the closed form) included.
 """
 from __future__ import annotations
@@ -50,11 +60,11 @@ MIN_HEAT = 0.05  # the least slope of -log g: g(2) <= exp(-0.1); the filter stay
 TARGET_KNN = 10  # input neighbours an item's positives are drawn from
 TAU = 0.3  # the contrastive loss's temperature (on code cosines)
 QUANT_WEIGHT, BALANCE_WEIGHT, DECORR_WEIGHT = 0.1, 0.1, 0.1
-TARGET = "neighbours"  # or "distill": the closed form's own float embedding's similarities (see distill_loss)
 TEACHER_TAU = 0.1  # distill: the temperature of the target and of the codes' similarity distributions
-STRAIGHT_THROUGH = False  # the loss on the codes sign(h) themselves, tanh's gradient (else on tanh(h / s))
 HOLDOUT = 10  # one training item in HOLDOUT is held out for model selection (when there are >= 20)
-TRAIN_DEFAULTS = {"epochs": 0, "batch_size": 256, "lr": 1e-4, "theta_lr": 1e-2, "freeze_theta": False}
+OBJECTIVES = ("distill", "neighbours")  # see distill_loss and objective
+TRAIN_DEFAULTS = {"epochs": 0, "batch_size": 256, "lr": 1e-4, "theta_lr": 1e-3, "freeze_theta": False,
+                  "objective": "distill"}
 
 
 def lobatto_nodes(K: int, dtype=torch.float64) -> Tensor:
@@ -158,6 +168,7 @@ class Encoder(torch.nn.Module):
         self.filter = MonotoneFilter(local_heat)
         self.filter.beta.requires_grad_(bool(learn_theta) and self.m > 0)
         self.register_buffer("scale", torch.ones((), dtype=torch.float64))
+        self.straight_through = False
 
     @property
     def bits(self) -> int:
@@ -195,10 +206,10 @@ class Encoder(torch.nn.Module):
         return torch.cat([fp.unit(self(self.F[s:s + chunk], bank)) for s in range(0, self.F.shape[0], chunk)])
 
     def relaxed(self, f: Tensor, bank: Tensor | None) -> Tensor:
-        """``tanh(h / s)``; with ``STRAIGHT_THROUGH`` the codes ``sign(h)`` forward and tanh's gradient back."""
+        """``tanh(h / s)``; with ``straight_through`` the codes ``sign(h)`` forward and tanh's gradient back."""
         h = self(f, bank)
         t = torch.tanh(h / self.scale)
-        return t + (torch.where(h > 0, 1.0, -1.0).to(t.dtype) - t).detach() if STRAIGHT_THROUGH else t
+        return t + (torch.where(h > 0, 1.0, -1.0).to(t.dtype) - t).detach() if self.straight_through else t
 
 
 def input_neighbours(F: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -365,7 +376,9 @@ def train(enc: Encoder, cfg: dict, seed: int, gen, parallel, *, state: dict | No
                             {"params": [enc.filter.beta], "lr": float(cfg["theta_lr"])}], weight_decay=0.0)
     bs = min(int(cfg["batch_size"]), items.numel())
     steps = max(1, items.numel() // bs)
-    teacher = enc.teacher() if TARGET == "distill" else None  # the model at step 0 (a resume recomputes it)
+    distill = cfg.get("objective", "distill") == "distill"
+    enc.straight_through = distill  # distill ranks by the codes themselves; neighbours by tanh(h / s)
+    teacher = enc.teacher() if distill else None  # the model at step 0 (a resume recomputes it)
     if state is None:
         enc.set_scale()
         crit = held_out_objective(enc, hold, hold_partners, nn_, bs, teacher)
