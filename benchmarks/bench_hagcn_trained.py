@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _record import emit, header  # noqa: E402
 
 from bench_hagcn_filters import load  # noqa: E402
-from deephash import graphs  # noqa: E402
-from deephash.data_parallel import ONE_PROCESS  # noqa: E402
+from deephash.models import graphs  # noqa: E402
+from deephash.training.data_parallel import ONE_PROCESS  # noqa: E402
 from deephash.methods import load_model  # noqa: E402
 from deephash.methods.hagcn import _gen  # noqa: E402
 from deephash.models import filtered_projection as fp  # noqa: E402
@@ -98,7 +98,7 @@ def main() -> None:
             e = tp.Encoder(m.W, m.R, m.anchor_z, F, m.fitted["anchors"], m.fitted["local_heat"])
             cfg = {"epochs": 1, "batch_size": a.batch_size, "lr": 1e-4, "theta_lr": 1e-2}
             t0 = time.perf_counter()
-            tp.train(e, cfg, 0, _gen)
+            tp.train(e, cfg, 0, _gen, ONE_PROCESS)
             epoch[backend] = time.perf_counter() - t0
         finally:
             graphs.set_backend("ops")
