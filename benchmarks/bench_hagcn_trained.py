@@ -70,8 +70,11 @@ def main() -> None:
         w = graphs.spectral_filter(e0, graphs.normalized_laplacian(A), theta, "chebyshev")
         w.sum().backward()
 
+    teacher = enc.teacher()
+    enc.straight_through = True  # the default objective (distill) as training runs it
+
     def step():
-        loss = tp.step_loss(enc, enc.bank(), P, Q, nn_, None, ONE_PROCESS)
+        loss = tp.step_loss(enc, enc.bank(), P, Q, nn_, teacher, ONE_PROCESS)
         enc.zero_grad()
         loss.backward()
 
@@ -96,7 +99,7 @@ def main() -> None:
         graphs.set_backend(backend)
         try:
             e = tp.Encoder(m.W, m.R, m.anchor_z, F, m.fitted["anchors"], m.fitted["local_heat"])
-            cfg = {"epochs": 1, "batch_size": a.batch_size, "lr": 1e-4, "theta_lr": 1e-2}
+            cfg = {**tp.TRAIN_DEFAULTS, "epochs": 1, "batch_size": a.batch_size}
             t0 = time.perf_counter()
             tp.train(e, cfg, 0, _gen, ONE_PROCESS)
             epoch[backend] = time.perf_counter() - t0
