@@ -60,7 +60,8 @@ def main() -> None:
     d = fp.sq_dists(zu, au).masked_fill(fp.sq_dists(zu, au) < 1e-9, float("inf"))
     d, i = d.topk(enc.m, dim=1, largest=False)
     nodes = torch.cat([zu[:, None], au[i]], 1)
-    A0 = torch.exp(-fp.sq_dists(nodes, nodes) / d.mean(1)[:, None, None]) * (1 - torch.eye(enc.m + 1, dtype=torch.float64))
+    eye = torch.eye(enc.m + 1, dtype=torch.float64)
+    A0 = torch.exp(-fp.sq_dists(nodes, nodes) / d.mean(1)[:, None, None]) * (1 - eye)
     e0 = torch.zeros(A0.shape[0], enc.m + 1, 1, dtype=torch.float64)
     e0[:, 0] = 1
 

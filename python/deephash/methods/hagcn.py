@@ -430,14 +430,8 @@ class NetworkHAGCN(HashMethod):
             total = 0.0
             for s in range(steps):
                 idx = perm[s * bs:(s + 1) * bs] if n >= bs else perm
-                loss = self.step_loss(net, x, targets, idx, generator=g, parallel=par)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                par.sync_gradients(net.parameters())
-                opt.step()
-                lv = par.total(loss)
-                if not math.isfinite(lv):
-                    raise FloatingPointError(f"the loss became {lv} at epoch {epoch + 1}, step {s + 1}")
+                lv = tp.gradient_step(opt, self.step_loss(net, x, targets, idx, generator=g, parallel=par),
+                                      net.parameters(), par, epoch, s)
                 total += lv
                 if bar is not None:
                     bar.step(epoch + 1, lv)

@@ -8,13 +8,13 @@ and started exactly at its closed form: the step-0 codes are the closed form's c
 - **The dynamic graph**: every item of a mini-batch is encoded through the subgraph of itself and its
   ``m`` nearest training items, found again at every step in the model's current projection
   (``anchor0 + F (W - W0)``: the closed form's anchors moved by the change of ``W``, so that step 0 uses
-  exactly the closed form's anchors). The subgraph's edge weights ``exp(-|u_i - u_j|² / σ²)`` (σ² the mean squared
-  distance to the m anchors, as in the closed form) are computed from the model's own (unit)
-  projections, so the gradient reaches ``L`` through :func:`~deephash.graphs.normalized_laplacian`. ``L`` then goes through
-  :func:`~deephash.graphs.spectral_filter` (our eigendecomposition and its Daleckii–Krein backward) with
-  the learnable θ; the item's row of ``g(L)`` mixes its projection with its anchors'. Then
-  ``h = z[:bits] R`` and the code ``sign(h)``; training relaxes it to ``tanh(h / s)`` (``s`` the mean
-  ``|h|`` over the training items at step 0, fixed).
+  exactly the closed form's anchors). The subgraph's edge weights ``exp(-|u_i - u_j|² / σ²)`` (σ² the mean
+  squared distance to the m anchors, as in the closed form) are computed from the model's own (unit)
+  projections, so the gradient reaches ``L`` through :func:`~deephash.models.graphs.normalized_laplacian`.
+  ``L`` then goes through :func:`~deephash.models.graphs.spectral_filter` (our eigendecomposition and its
+  Daleckii–Krein backward) with the learnable θ; the item's row of ``g(L)`` mixes its projection with its
+  anchors'. Then ``h = z[:bits] R`` and the code ``sign(h)``; training relaxes it to ``tanh(h / s)``
+  (``s`` the mean ``|h|`` over the training items at step 0, fixed).
 - **θ's family** (:class:`MonotoneFilter`): ``g`` is given by its values at the ``K`` = 12 Chebyshev–
   Lobatto nodes ``λ_j = 1 - cos(π j / (K-1))`` of [0, 2] (0 and 2 included): ``g(0) = 1`` and each next
   value is the previous one times ``exp(-(MIN_HEAT + softplus(β_j)) Δλ_j)``, so the node values decrease
@@ -336,6 +336,19 @@ def _restore(enc: Encoder, snap: dict) -> None:
         enc.filter.beta.copy_(snap["beta"])
 
 
+def gradient_step(opt, loss: Tensor, params, par, epoch: int, step: int) -> float:
+    """One optimiser step on this rank's share ``loss`` with the gradients summed over ``par``'s ranks;
+    returns the global loss. A loss that is not finite stops training (``FloatingPointError``)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    par.sync_gradients(params)
+    opt.step()
+    lv = par.total(loss)
+    if not math.isfinite(lv):
+        raise FloatingPointError(f"the loss became {lv} at epoch {epoch + 1}, step {step + 1}")
+    return lv
+
+
 class _Whole:
     """The whole batch in this process (the held-out objective, computed alike on every rank): the
     interface of :class:`deephash.training.data_parallel.OneProcess` that the losses use."""
@@ -363,9 +376,9 @@ def train(enc: Encoder, cfg: dict, seed: int, gen, parallel, *, state: dict | No
     closed form, included). ``gen(*ints)``: the seeded generators; ``parallel``: the data-parallel group
     (:mod:`deephash.training.data_parallel`, ``ONE_PROCESS`` for one process). ``state``: a checkpoint's
     ``trained`` state to resume from; ``save(epoch, state)`` after every epoch; ``progress(steps,
-    start_epoch)``: the progress bar (:func:`deephash.training.progress.training_progress`) or None. Returns the record: ``loss`` (the mean
-    training loss per epoch), ``held_out`` (the criterion, epoch 0 first), ``chosen`` (the epoch kept),
-    ``g`` (the filter's node values per epoch, epoch 0 first)."""
+    start_epoch)``: the progress bar (:func:`deephash.training.progress.training_progress`) or None.
+    Returns the record: ``loss`` (the mean training loss per epoch), ``held_out`` (the criterion, epoch
+    0 first), ``chosen`` (the epoch kept), ``g`` (the filter's node values per epoch, epoch 0 first)."""
     par = parallel
     dev = enc.W.device
     n = enc.F.shape[0]
@@ -398,14 +411,8 @@ def train(enc: Encoder, cfg: dict, seed: int, gen, parallel, *, state: dict | No
         for s in range(steps):
             P = perm[s * bs:(s + 1) * bs]
             Q = draw_partners(nn_.cpu(), mutual.cpu(), P.cpu(), g).to(dev)
-            loss = step_loss(enc, enc.bank(), P, Q, nn_, teacher, par)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            par.sync_gradients([enc.W, enc.R, enc.filter.beta])
-            opt.step()
-            lv = par.total(loss)
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"the loss became {lv} at epoch {epoch + 1}, step {s + 1}")
+            lv = gradient_step(opt, step_loss(enc, enc.bank(), P, Q, nn_, teacher, par),
+                               [enc.W, enc.R, enc.filter.beta], par, epoch, s)
             total += lv
             if bar is not None:
                 bar.step(epoch + 1, lv)
