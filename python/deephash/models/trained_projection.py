@@ -215,18 +215,20 @@ class Encoder(torch.nn.Module):
 def input_neighbours(F: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` nearest training items of each (cosine on the unit features ``F``, itself excluded):
     indices ``[n, k]`` (nearest first) and which of them are mutual ``[n, k]``."""
-    n = F.shape[0]
+    n, dev = F.shape[0], F.device
     k = min(k, n - 1)
     idx = []
     for s in range(0, n, 2048):
         sim = F[s:s + 2048] @ F.T
-        sim[torch.arange(sim.shape[0]), torch.arange(s, s + sim.shape[0])] = -float("inf")
+        rows = torch.arange(sim.shape[0], device=dev)
+        sim[rows, rows + s] = -float("inf")
         idx.append(sim.topk(k, dim=1).indices)
     nn_ = torch.cat(idx)
-    member = torch.zeros(n, n, dtype=torch.bool) if n <= 20000 else None
+    every = torch.arange(n, device=dev)[:, None]
+    member = torch.zeros(n, n, dtype=torch.bool, device=dev) if n <= 20000 else None
     if member is not None:
-        member[torch.arange(n)[:, None], nn_] = True
-        mutual = member[nn_, torch.arange(n)[:, None]]
+        member[every, nn_] = True
+        mutual = member[nn_, every]
     else:  # large n: the same test row by row
         mutual = torch.stack([(nn_[nn_[i]] == i).any(1) for i in range(n)])
     return nn_, mutual
