@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from deephash_ext.reference import chebyshev_basis  # [n, K]: T_k(λ - 1), spectral_filter's basis
+
 from . import filtered_projection as fp
 from . import graphs
 
@@ -87,7 +89,7 @@ class MonotoneFilter(torch.nn.Module):
         beta = torch.full((K - 1,), math.log(math.expm1(t - MIN_HEAT)), dtype=torch.float64)
         self.beta = torch.nn.Parameter(beta.clone())
         self.register_buffer("beta0", beta)
-        self.register_buffer("interp", torch.linalg.inv(_cheb(lam, K)))  # node values -> Chebyshev coefficients
+        self.register_buffer("interp", torch.linalg.inv(chebyshev_basis(lam, K)))  # node values -> θ
         self.register_buffer("theta0", fp.heat_theta("chebyshev", t, K))
 
     @staticmethod
@@ -96,7 +98,7 @@ class MonotoneFilter(torch.nn.Module):
         return torch.cat([torch.ones_like(drop[:1]), torch.exp(-drop)])
 
     def values(self) -> Tensor:
-        """``g`` at the nodes ``[K]``: 1 first, strictly decreasing."""
+        """``g`` at the nodes ``[K]``: 1 first, strictly decreasing (until exp underflows to 0)."""
         return self._values(self.beta, self.steps)
 
     def theta(self) -> Tensor:
@@ -104,18 +106,9 @@ class MonotoneFilter(torch.nn.Module):
         return self.theta0 + self.interp @ (self.values() - self._values(self.beta0, self.steps))
 
 
-def _cheb(lam: Tensor, K: int) -> Tensor:
-    """``[n, K]``: ``T_k(λ - 1)``."""
-    x = lam - 1
-    T = [torch.ones_like(x), x]
-    while len(T) < K:
-        T.append(2 * x * T[-1] - T[-2])
-    return torch.stack(T[:K], -1)
-
-
 def response(theta: Tensor, lam: Tensor) -> Tensor:
     """``g(λ) = Σ θ_k T_k(λ - 1)`` at ``lam``."""
-    return _cheb(lam.to(theta.dtype), theta.shape[-1]) @ theta
+    return chebyshev_basis(lam.to(theta.dtype), theta.shape[-1]) @ theta
 
 
 def describe(theta: Tensor) -> str:
