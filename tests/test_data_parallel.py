@@ -203,7 +203,9 @@ def test_torchrun_train_resume_and_rank0_output(tmp_path, split_npz):
     assert resumed["loss_history"] == whole["loss_history"]
     assert resumed["mAP@all"] == whole["mAP@all"]
 
-    # A method that does not train data-parallel is refused: itq, and the default HAGCN (closed form).
-    for method in ("itq", "hagcn"):
+    # A method that does not train data-parallel is refused: itq, and the default HAGCN's closed form
+    # (epochs 0; it trains data-parallel with --epochs N > 0).
+    for method, refusal in (("itq", "itq does not train data-parallel"),
+                            ("hagcn", "hagcn: the closed form (epochs 0) fits in one process")):
         code, out = _finish(launch_(*args[2:6], "--method", method, "--out", method))
-        assert code != 0 and f"deephash train: error: {method} does not train data-parallel" in out, out
+        assert code != 0 and f"deephash train: error: {refusal}" in out, out
