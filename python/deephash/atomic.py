@@ -1,5 +1,6 @@
 """How deephash writes an output file, the one place it does (codes, search results, embeddings,
-checkpoints, reports, index files and shard manifests).
+checkpoints, reports, index files and shard manifests); and :func:`open_regular`, how it opens an input
+file that must be a regular one.
 
 A regular file (or a path that does not exist yet) is replaced atomically, so that readers, and a run
 resumed after a kill, see the old file or the new one, never half of one: a temporary of a name unique to
@@ -49,6 +50,23 @@ def fsync_dir(path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def open_regular(path) -> int:
+    """A descriptor of ``path`` opened for reading, refusing (``OSError`` naming it) what is not a regular
+    file: opening a FIFO would wait for a writer forever, a device would read without end. Opened with
+    ``O_NONBLOCK`` so that the check comes before any wait; for a regular file that flag changes nothing."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+            raise OSError(errno.EINVAL, f"is {what}, not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _pid_alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 import deephash_ext
 from deephash_ext.reference import relevance
 
-from .atomic import atomic_write
+from .atomic import atomic_write, open_regular
 
 __all__ = ["as_packed", "as_labels", "relevance", "save_codes", "load_codes", "write_npz"]
 
@@ -134,7 +135,7 @@ def load_codes(path) -> dict:
     """A codes file as a dict of arrays (``bits`` as an int, ``ids`` as ``int64``, ``labels`` checked as
     :func:`as_labels` takes them); a file that is not one is refused with a ``ValueError`` naming it."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with os.fdopen(open_regular(path), "rb") as f, np.load(f, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
     except OSError as e:
         raise ValueError(f"{path}: cannot read a codes file ({e.strerror or e})") from e

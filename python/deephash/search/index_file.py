@@ -53,7 +53,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, open_regular
 
 MAGIC = b"DHIDX\0"
 VERSION = 2
@@ -406,14 +406,11 @@ class MappedFile:
 def open_file(path):
     """Open an index file: ``("v1", codes, ids, bits)`` (read whole) or ``("v2", MappedFile)``."""
     try:
-        # O_NONBLOCK: opening a FIFO for reading would wait for a writer forever; it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = open_regular(path)  # a FIFO is refused, not waited on
     except OSError as e:
         raise IndexError_(f"{path}: cannot read index file ({e.strerror or e})") from e
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IndexError_(f"{path}: not a regular file (an index file is read from a regular file)")
         version, info = read_header(fd, path, st.st_size)
         if version == 1:
             bits, count = info
