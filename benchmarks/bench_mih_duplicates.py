@@ -18,7 +18,7 @@ import deephash_ext as de
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import emit, header  # noqa: E402
 
-from deephash.mih import MultiIndex  # noqa: E402
+from deephash.search.mih import MultiIndex  # noqa: E402
 
 
 def main():

@@ -602,7 +602,7 @@ def test_claimed_sizes_are_checked_before_reading(tmp_path):
     with open(v1, "wb") as f:
         f.write(struct.pack("<6sHIQ", b"DHIDX\0", 1, 64, count))
         f.truncate(struct.calcsize("<6sHIQ") + count * 16 + 32)
-    code = ("import resource, sys\nfrom deephash.index import Index, IndexError_\n"
+    code = ("import resource, sys\nfrom deephash.search.index import Index, IndexError_\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "try:\n    Index.load(sys.argv[1])\nexcept IndexError_ as e:\n    print('refused:', e)\n"
             "print('grew', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
@@ -616,7 +616,7 @@ def test_claimed_sizes_are_checked_before_reading(tmp_path):
 
 def test_truncated_mapping_raises_naming_the_file_not_sigbus(tmp_path):
     p = saved(tmp_path, n=20_000, block_rows=20_000)
-    code = ("import os, sys, torch\nfrom deephash.index import Index, IndexError_\n"
+    code = ("import os, sys, torch\nfrom deephash.search.index import Index, IndexError_\n"
             "idx = Index.load(sys.argv[1], verify='none')\nos.truncate(sys.argv[1], 4096 * 3)\n"
             "try:\n    idx.search(torch.zeros(1, 8, dtype=torch.uint8), 5)\n"
             "except IndexError_ as e:\n    print('refused:', e)\n")
@@ -644,7 +644,7 @@ def test_extent_counts_no_writer_makes_are_refused(tmp_path):
 def test_a_fifo_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "pipe.idx"
     os.mkfifo(fifo)
-    code = "import sys\nfrom deephash.index import Index\nIndex.load(sys.argv[1])\n"
+    code = "import sys\nfrom deephash.search.index import Index\nIndex.load(sys.argv[1])\n"
     try:
         out = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
@@ -687,7 +687,7 @@ def test_slot_faults_are_named_for_what_they_are(tmp_path):
 
 
 def test_noop_save_writes_nothing_and_garbage_is_bounded(tmp_path, monkeypatch):
-    from deephash import storage
+    from deephash.search import storage
 
     p = tmp_path / "g.idx"
     Index(64).add(packed(2000, 64, 5)).save(p)
