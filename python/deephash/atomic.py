@@ -28,7 +28,9 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 
 
 def temporary_name(path) -> str:
@@ -153,11 +155,15 @@ def atomic_write(path, mode: str = "xb", special: bool = True):
     target, in_place = resolve_output(path, special)
     if in_place:
         try:
-            f = open(target, "wb")
+            out = open(target, "wb")
         except OSError as e:
             raise OSError(e.errno, e.strerror, os.fspath(path)) from None
-        with f:
-            yield f
+        # Writers may seek back (a zip's directory), which a device or pipe cannot: they write to a
+        # temporary file, copied through when the block ends.
+        with out, tempfile.TemporaryFile(mode="w+b") as buf:
+            yield buf
+            buf.seek(0)
+            shutil.copyfileobj(buf, out)
         return
     remove_stale_temporaries(target)
     tmp = temporary_name(target)
