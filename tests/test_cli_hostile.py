@@ -1192,17 +1192,6 @@ for _lie in REPORT_LIES:
         return ["report", _run_with(ws, t, where, edit), "--out", t / "r.html"], [where, key]
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_refused_with_one_line(name, ws, t, capsys):
-    argv, names = CASES[name](ws, t)
-    assert_refused(argv, capsys, *names)
-
-
-def test_case_count():
-    print(f"{len(CASES)} hostile CLI cases")
-    assert len(CASES) >= 100
-
-
 def _char_device(t) -> Path:
     """A private node of /dev/null's device (major 1, minor 3) in ``t``: a character device that tests may
     write to without touching the machine's /dev/null (skips where mknod is not allowed)."""
@@ -1375,3 +1364,15 @@ def test_options_are_not_bent(ws, t, capsys):
     assert main([str(a) for a in argv]) == 0
     net = load_model(run).net
     assert net.anchor_x.shape[0] == 5 and net.config["subgraphs"] == 4 and net.config["anchors"] == 5
+
+
+# Last: every case above, wherever it is defined, is in the list.
+@pytest.mark.parametrize("name", list(CASES))
+def test_refused_with_one_line(name, ws, t, capsys):
+    argv, names = CASES[name](ws, t)
+    assert_refused(argv, capsys, *names)
+
+
+def test_case_count():
+    print(f"{len(CASES)} hostile CLI cases")
+    assert len(CASES) >= 100
