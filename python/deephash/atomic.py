@@ -92,8 +92,9 @@ def remove_stale_temporaries(path) -> list[str]:
         names = os.listdir(folder)
     except OSError:
         return removed
+    prefix = f".{base}."
     for name in names:
-        m = pattern.fullmatch(name)
+        m = pattern.fullmatch(name) if name.startswith(prefix) else None
         if m is None or _pid_alive(int(m.group(1))):
             continue
         full = os.path.join(folder, name)
