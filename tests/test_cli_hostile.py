@@ -1018,15 +1018,240 @@ def _(ws, t):
     return ["frobnicate"], ["frobnicate"]
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_refused_with_one_line(name, ws, t, capsys):
-    argv, names = CASES[name](ws, t)
-    assert_refused(argv, capsys, *names)
+# -- issue 26: output paths, FIFOs, shard manifests, extremes, report run files ------------------
+def _sharded(ws, t, edit=None):
+    """A shard folder of ws.idx (3 shards); ``edit(manifest)`` rewrites its shards.json."""
+    import json
+    sh = t / "sh"
+    assert main(["shard", "--index", str(ws.idx), "--shards", "3", "--out", str(sh)]) == 0
+    if edit is not None:
+        m = json.loads((sh / "shards.json").read_text())
+        edited = edit(m)
+        (sh / "shards.json").write_text(edited if isinstance(edited, str) else json.dumps(m))
+    return sh
 
 
-def test_case_count():
-    print(f"{len(CASES)} hostile CLI cases")
-    assert len(CASES) >= 100
+def _swap(m):
+    m["shards"][0], m["shards"][1] = m["shards"][1], m["shards"][0]
+
+
+def _twice(m):
+    m["shards"][1] = dict(m["shards"][0])
+    m["shards"][1]["offset"] = m["shards"][0]["rows"]
+    m["shards"][2]["offset"] = 2 * m["shards"][0]["rows"]
+    m["rows"] = sum(s["rows"] for s in m["shards"])
+
+
+MANIFEST_LIES = {
+    "a shard listed twice": _twice,
+    "entries reordered (offsets following)": lambda m: (_swap(m), m["shards"][0].update(offset=0),
+                                                       m["shards"][1].update(offset=m["shards"][0]["rows"])),
+    "entries reordered (offsets kept)": _swap,
+    "a shard's rows wrong": lambda m: (m["shards"][0].update(rows=m["shards"][0]["rows"] + 1),
+                                       m.update(rows=m["rows"] + 1), [s.update(offset=s["offset"] + 1)
+                                                                      for s in m["shards"][1:]]),
+    "an offset wrong": lambda m: m["shards"][1].update(offset=m["shards"][1]["offset"] + 5),
+    "the total rows wrong": lambda m: m.update(rows=m["rows"] + 7),
+    "version 2": lambda m: m.update(version=2),
+    "bits wrong": lambda m: m.update(bits=m["bits"] * 2),
+    "nested 100,000 deep": lambda m: '{"format": ' + "[" * 100_000 + "]" * 100_000 + "}",
+}
+for _lie in MANIFEST_LIES:
+    @case(f"search: sharded, shards.json with {_lie}")
+    def _(ws, t, lie=_lie):
+        sh = _sharded(ws, t, MANIFEST_LIES[lie])
+        return search_args(ws, index=sh), ["shards.json" if lie not in ("bits wrong",) else "shard-00000"]
+
+
+@case("search: --index a FIFO")
+def _(ws, t):
+    os.mkfifo(t / "pipe.idx")
+    return search_args(ws, index=t / "pipe.idx"), ["pipe.idx", "FIFO"]
+
+
+@case("search: --codes a FIFO")
+def _(ws, t):
+    os.mkfifo(t / "pipe.npz")
+    return search_args(ws, codes=t / "pipe.npz"), ["pipe.npz", "FIFO"]
+
+
+@case("index: --codes a FIFO")
+def _(ws, t):
+    os.mkfifo(t / "pipe.npz")
+    return index_args(t / "pipe.npz", t / "i.idx"), ["pipe.npz", "FIFO"]
+
+
+@case("search: sharded, shards.json a FIFO")
+def _(ws, t):
+    sh = _sharded(ws, t)
+    (sh / "shards.json").unlink()
+    os.mkfifo(sh / "shards.json")
+    return search_args(ws, index=sh), ["shards.json", "FIFO"]
+
+
+@case("search: an index whose directory JSON is nested 40,000 deep")
+def _(ws, t):
+    import zlib
+    from deephash.search import index_file
+    pre = index_file._preamble(BITS, 100)
+    doc = b"[" * 40_000 + b"]" * 40_000
+    d = b"DHDIR\0\0\0" + len(doc).to_bytes(8, "little") + doc
+    d += bytes(-len(d) % 8)
+    body = bytearray(pre + bytes(4096 - len(pre))) + d
+    body[128:128 + 48] = index_file._slot(pre, 1, 4096, len(d), 0, 0, zlib.crc32(d))
+    (t / "deep.idx").write_bytes(bytes(body))
+    return search_args(ws, index=t / "deep.idx"), ["deep.idx", "nested"]
+
+
+@case("shard: --shards 9000000 on a small index")
+def _(ws, t):
+    return shard_args(ws, 9_000_000, t / "sh"), ["--shards", "one shard per row"]
+
+
+@case("shard: --shards 1000 on a small index")
+def _(ws, t):
+    return shard_args(ws, 1000, t / "sh"), ["--shards", "one shard per row"]
+
+
+@case("search: -k 2**63")
+def _(ws, t):
+    return search_args(ws, "-k", 2**63), ["-k"]
+
+
+@case("search: -k 10**30")
+def _(ws, t):
+    return search_args(ws, "-k", 10**30), ["-k"]
+
+
+@case("search: sharded, -k 2**63")
+def _(ws, t):
+    return search_args(ws, "-k", 2**63, index=_sharded(ws, t)), ["-k"]
+
+
+@case("report: -k 2**63")
+def _(ws, t):
+    return ["report", ws.run, "-k", 2**63, "--out", t / "r.html"], ["-k"]
+
+
+@case("index: --out a character device")
+def _(ws, t):
+    node = _char_device(t)
+    return index_args(ws.db, node), [node, "character device"]
+
+
+@case("index: --out a FIFO")
+def _(ws, t):
+    os.mkfifo(t / "out.idx")
+    return index_args(ws.db, t / "out.idx"), ["out.idx", "FIFO"]
+
+
+def _selfsup_args(t, *extra, n=40):
+    imgs = np.random.default_rng(0).integers(0, 255, (n, 28, 28)).astype(np.uint8)
+    np.savez(t / "imgs.npz", images=imgs)
+    return ["embed", "--self-supervised", "--data", t / "imgs.npz", "--out", t / "e.npz", "--no-progress", *extra]
+
+
+for _dev in ("cuda:7", "meta", "bogus", "cpu:0:1"):
+    @case(f"embed: --self-supervised --device {_dev}")
+    def _(ws, t, dev=_dev):
+        return _selfsup_args(t, "--device", dev), ["--device", dev]
+
+
+@case("embed: --self-supervised --width 100000")
+def _(ws, t):
+    return _selfsup_args(t, "--width", 100_000), ["--width"]
+
+
+@case("embed: --self-supervised --subset beyond the images")
+def _(ws, t):
+    return _selfsup_args(t, "--subset", 500, n=40), ["--subset", "40 images"]
+
+
+def _run_with(ws, t, where, edit):
+    import json
+    run = _copy_run(ws, t)
+    d = json.loads((run / where).read_text())
+    edit(d)
+    (run / where).write_text(json.dumps(d))
+    return run
+
+
+REPORT_LIES = {
+    "pr_curve without recall": ("metrics.json", lambda d: d["pr_curve"].pop("recall"), "pr_curve.recall"),
+    "pr_curve a list": ("metrics.json", lambda d: d.update(pr_curve=[1, 2]), "pr_curve"),
+    "pr_curve of strings": ("metrics.json", lambda d: d["pr_curve"].update(precision=["a"] * 17), "pr_curve.precision"),
+    "pr_curve of uneven lengths": ("metrics.json", lambda d: d["pr_curve"]["recall"].pop(), "pr_curve"),
+    "mAP@1000 high": ("metrics.json", lambda d: d.update({"mAP@1000": "high"}), "mAP@1000"),
+    "train_seconds a list": ("metrics.json", lambda d: d.update(train_seconds=[1]), "train_seconds"),
+    "loss_history of strings": ("metrics.json", lambda d: d.update(loss_history=["x"]), "loss_history"),
+    "seed abc": ("config.json", lambda d: d.update(seed="abc"), "seed"),
+    "split_seed -1": ("config.json", lambda d: d.update(split_seed=-1), "split_seed"),
+    "data a number": ("config.json", lambda d: d.update(data=5), "data"),
+    "model.in_dim a string": ("config.json", lambda d: d["model"].update(in_dim="x"), "model.in_dim"),
+    "model.method a list": ("config.json", lambda d: d["model"].update(method=[1]), "model.method"),
+}
+for _lie in REPORT_LIES:
+    @case(f"report: {_lie}")
+    def _(ws, t, lie=_lie):
+        where, edit, key = REPORT_LIES[lie]
+        return ["report", _run_with(ws, t, where, edit), "--out", t / "r.html"], [where, key]
+
+
+def _char_device(t) -> Path:
+    """A private node of /dev/null's device (major 1, minor 3) in ``t``: a character device that tests may
+    write to without touching the machine's /dev/null (skips where mknod is not allowed)."""
+    node = t / "null"
+    try:
+        os.mknod(node, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot create a character device here ({e})")
+    return node
+
+
+def test_out_through_devices_fifos_and_symlinks(ws, t, capsys):
+    """--out never renames over a device or FIFO (that turned /dev/null into a regular file for the whole
+    machine) and replaces the file a symlink names, not the link."""
+    import stat
+    import threading
+
+    node = _char_device(t)
+    assert main(["search", "--index", str(ws.idx), "--codes", str(ws.q), "--out", str(node)]) == 0
+    assert stat.S_ISCHR(os.stat(node).st_mode)
+    fifo = t / "fifo.npz"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(data=open(fifo, "rb").read()))
+    reader.start()
+    assert main(["search", "--index", str(ws.idx), "--codes", str(ws.q), "-k", "3", "--out", str(fifo)]) == 0
+    reader.join(60)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got["data"][:2] == b"PK"  # the npz went through the pipe
+    real, link = t / "real.npz", t / "link.npz"
+    real.write_bytes(b"old")
+    link.symlink_to(real)
+    assert main(["search", "--index", str(ws.idx), "--codes", str(ws.q), "-k", "3", "--out", str(link)]) == 0
+    assert link.is_symlink() and np.load(real)["ids"].shape == (12, 3)
+    dangling = t / "dangling.idx"
+    dangling.symlink_to(t / "target.idx")
+    assert main(["index", "--codes", str(ws.db), "--out", str(dangling)]) == 0
+    assert dangling.is_symlink() and (t / "target.idx").is_file()
+    assert main(["search", "--index", str(dangling), "--codes", str(ws.q), "-k", "2"]) == 0
+    assert sorted(p.name for p in t.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_report_out_ignores_a_planted_tmp_symlink_and_draws_dollar_names(ws, t, capsys):
+    """report --out F wrote a fixed F.tmp, following a symlink planted there; and a run folder named with
+    `$` was parsed by matplotlib as mathtext."""
+    import shutil
+
+    victim = t / "victim.txt"
+    victim.write_text("precious")
+    (t / "r.html.tmp").symlink_to(victim)
+    run = t / "a$x^2$b$"
+    shutil.copytree(ws.run, run)
+    assert main(["report", str(run), "--out", str(t / "r.html")]) == 0
+    assert victim.read_text() == "precious"
+    assert (t / "r.html").is_file() and not (t / "r.html").is_symlink()
+    assert "a$x^2$b$" in (t / "r.html").read_text()
 
 
 def _denied(path: Path) -> bool:
@@ -1144,3 +1369,15 @@ def test_options_are_not_bent(ws, t, capsys):
     assert main([str(a) for a in argv]) == 0
     net = load_model(run).net
     assert net.anchor_x.shape[0] == 5 and net.config["subgraphs"] == 4 and net.config["anchors"] == 5
+
+
+# Last: every case above, wherever it is defined, is in the list.
+@pytest.mark.parametrize("name", list(CASES))
+def test_refused_with_one_line(name, ws, t, capsys):
+    argv, names = CASES[name](ws, t)
+    assert_refused(argv, capsys, *names)
+
+
+def test_case_count():
+    print(f"{len(CASES)} hostile CLI cases")
+    assert len(CASES) >= 100

@@ -1,11 +1,15 @@
 """Index storage: the mapped file format, checksums, appends and removals, range search, FAISS, v1 files,
 atomic saves under concurrency."""
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import struct
+import subprocess
+import sys
 import time
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -511,3 +515,348 @@ def test_from_faiss_refuses_other_indexes(faiss_mod):
     f = faiss_mod.IndexBinaryFlat(16)
     with pytest.raises(IndexError_, match="bits=20"):
         Index.from_faiss(f, bits=20)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile index files and appends (issue 26): each crafted file has valid checksums, so only the
+# checks of what no writer makes can refuse it.
+
+
+def craft(path, bits=64, extents=(), dead=(), meta=None, seq=1, rows=None, live=None, dir_offset=None,
+          dir_length=None, json_doc=None, size=None, block_rows=100, listed=None):
+    """A version-2 file written by hand: ``extents`` are ``(codes uint8[n, B], ids int64[n])`` placed one
+    after another, or dicts taken as the directory's extent entries as they are (offsets chosen by the
+    caller); ``listed(entries)`` replaces the entries the directory lists; the slot may lie about the
+    directory (``dir_offset``, ``dir_length``, ``rows``, ``live``)."""
+    pre = index_file._preamble(bits, block_rows)
+    body = bytearray(pre + bytes(index_file.PAGE - len(pre)))
+    entries = []
+    for e in extents:
+        if isinstance(e, dict):
+            entries.append(e)
+            continue
+        c, i = e
+        body += bytes(-len(body) % index_file.PAGE)
+        co = len(body)
+        body += c.numpy().tobytes()
+        body += bytes(-len(body) % 64)
+        io = len(body)
+        body += i.numpy().astype("<i8").tobytes()
+        crc = [[zlib.crc32(c[r:r + block_rows].numpy().tobytes()),
+                zlib.crc32(i[r:r + block_rows].numpy().astype("<i8").tobytes())] for r in range(0, len(c), block_rows)]
+        entries.append({"rows": len(c), "codes": co, "ids": io, "crc": crc})
+    if listed is not None:
+        entries = listed(entries)  # the directory lists these instead
+    body += bytes(-len(body) % 8)
+    doc = json_doc if json_doc is not None else json.dumps(
+        {"extents": entries, "dead": len(dead), "meta": meta or {}}).encode()
+    d = b"DHDIR\0\0\0" + struct.pack("<Q", len(doc)) + doc
+    d += bytes(-len(d) % 8) + np.asarray(dead, dtype="<i8").tobytes()
+    at = len(body)
+    body += d
+    total = sum(e["rows"] for e in entries)
+    rows = total if rows is None else rows
+    live = rows - len(dead) if live is None else live
+    slot = index_file._slot(pre, seq, at if dir_offset is None else dir_offset,
+                            len(d) if dir_length is None else dir_length, rows, live, zlib.crc32(d))
+    body[128:128 + len(slot)] = slot
+    with open(path, "wb") as f:
+        f.write(body)
+        if size is not None:
+            f.truncate(size)  # sparse: a file that only claims its size
+    return path
+
+
+def test_crafted_file_helper_makes_a_valid_file(tmp_path):
+    c, i = packed(250, 64, 1), torch.arange(250) * 2
+    p = craft(tmp_path / "ok.idx", extents=[(c[:200], i[:200]), (c[200:], i[200:])], dead=[3])
+    back = Index.load(p, verify="full")
+    assert len(back) == 249 and 6 not in back.ids.tolist()
+
+
+def test_overlapping_extents_are_refused(tmp_path):
+    c, i = packed(200, 64, 1), torch.arange(200)
+    ok = Index.load(craft(tmp_path / "a.idx", extents=[(c, i)]))
+    assert torch.equal(ok.ids, i)
+    cases = {
+        "twice": lambda es: [es[0], es[0]],
+        "nested": lambda es: [es[0], {**es[0], "rows": 100, "crc": es[0]["crc"][:1]}],
+        # rows 100..200's ids with rows 0..100's codes: every checksum holds
+        "shared": lambda es: [{**es[0], "rows": 100, "crc": es[0]["crc"][:1]},
+                              {**es[0], "rows": 100, "ids": es[0]["ids"] + 800,
+                               "crc": [[es[0]["crc"][0][0], es[0]["crc"][1][1]]]}],
+    }
+    for name, listed in cases.items():
+        p = craft(tmp_path / f"{name}.idx", extents=[(c, i)], listed=listed)
+        with pytest.raises(IndexError_, match=rf"{name}\.idx.*extents overlap"):
+            Index.load(p)
+
+
+def test_claimed_sizes_are_checked_before_reading(tmp_path):
+    """A sparse file whose slot claims a directory of 300 MB, and a v1 file of 300 MB claimed rows that
+    holds nothing: refused without a buffer of that size (measured in a fresh process)."""
+    big = 300 << 20
+    sparse = craft(tmp_path / "sparse.idx", dir_offset=8192, dir_length=big, rows=big // 16, size=8192 + big + 4096)
+    v1 = tmp_path / "v1.idx"
+    count = big // 16
+    with open(v1, "wb") as f:
+        f.write(struct.pack("<6sHIQ", b"DHIDX\0", 1, 64, count))
+        f.truncate(struct.calcsize("<6sHIQ") + count * 16 + 32)
+    code = ("import resource, sys\nfrom deephash.search.index import Index, IndexError_\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    Index.load(sys.argv[1])\nexcept IndexError_ as e:\n    print('refused:', e)\n"
+            "print('grew', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    for p in (sparse, v1):
+        out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr
+        assert f"refused: {p}" in out.stdout
+        assert int(out.stdout.split("grew")[1]) < 100, out.stdout  # MB; the claims are 300
+
+
+def test_truncated_mapping_raises_naming_the_file_not_sigbus(tmp_path):
+    p = saved(tmp_path, n=20_000, block_rows=20_000)
+    code = ("import os, sys, torch\nfrom deephash.search.index import Index, IndexError_\n"
+            "idx = Index.load(sys.argv[1], verify='none')\nos.truncate(sys.argv[1], 4096 * 3)\n"
+            "try:\n    idx.search(torch.zeros(1, 8, dtype=torch.uint8), 5)\n"
+            "except IndexError_ as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"died with {out.returncode}: {out.stderr[-300:]}"  # -7 was SIGBUS
+    assert f"refused: {p}: the index file was truncated" in out.stdout
+
+
+def test_extent_counts_no_writer_makes_are_refused(tmp_path):
+    c, i = packed(65, 64, 2), torch.arange(65)
+    ok = craft(tmp_path / "64.idx", extents=[(c[j:j + 1], i[j:j + 1]) for j in range(64)])
+    idx = Index.load(ok)
+    assert torch.equal(idx.search(c[:3], 64)[1], Index(64).add(c[:64]).search(c[:3], 64)[1])
+    p = craft(tmp_path / "65.idx", extents=[(c[j:j + 1], i[j:j + 1]) for j in range(65)])
+    with pytest.raises(IndexError_, match=r"65\.idx.*65 extents, more than the 64"):
+        Index.load(p)
+    empty = {"rows": 0, "codes": 8192, "ids": 8192, "crc": []}
+    p = craft(tmp_path / "empty.idx", extents=[(c[:1], i[:1])] + [empty] * 16_000)
+    start = time.perf_counter()
+    with pytest.raises(IndexError_, match=r"empty\.idx.*(16001 extents|extent of 0 rows|directory announces)"):
+        Index.load(p)
+    assert time.perf_counter() - start < 30  # was quadratic in the first search (6 s on 16,000)
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "pipe.idx"
+    os.mkfifo(fifo)
+    code = "import sys\nfrom deephash.search.index import Index\nIndex.load(sys.argv[1])\n"
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("Index.load blocked on a FIFO")
+    assert "IndexError_" in out.stderr and f"{fifo}: cannot read index file (is a FIFO, not a regular file)" in out.stderr
+
+
+@pytest.mark.parametrize("depth", [40_000, 100_000])
+def test_deeply_nested_directory_json_is_refused(tmp_path, depth):
+    # 40,000 deep fits the bound on a directory's JSON (it reaches the parser: was a RecursionError);
+    # 100,000 deep is longer than any directory of 0 rows.
+    why = "nested too deeply" if depth < 50_000 else "directory announces"
+    p = craft(tmp_path / "deep.idx", json_doc=b"[" * depth + b"]" * depth)
+    with pytest.raises(IndexError_, match=rf"deep\.idx: corrupted index file \(.*{why}"):
+        Index.load(p)
+    p = craft(tmp_path / "deep2.idx", json_doc=b'{"extents": [], "dead": 0, "meta": ' + b"[" * depth + b"]" * depth
+              + b"}")
+    with pytest.raises(IndexError_, match=rf"deep2\.idx: corrupted index file \(.*{why}"):
+        Index.load(p)
+
+
+def test_last_sequence_number_rewrites_instead_of_overflowing(tmp_path):
+    c, i = packed(30, 64, 3), torch.arange(30)
+    p = craft(tmp_path / "seq.idx", extents=[(c, i)], seq=2**64 - 1)
+    idx = Index.load(p)
+    idx.add(packed(5, 64, 4))
+    idx.save(p)  # was struct.error: a slot cannot hold seq 2^64
+    back = Index.load(p, verify="full")
+    assert len(back) == 35 and back._store.file.state.seq == 1
+
+
+def test_slot_faults_are_named_for_what_they_are(tmp_path):
+    c, i = packed(30, 64, 3), torch.arange(30)
+    with pytest.raises(IndexError_, match="directory at offset 0, inside the 4096-byte header page"):
+        Index.load(craft(tmp_path / "a.idx", extents=[(c, i)], dir_offset=0))
+    with pytest.raises(IndexError_, match="directory of 8 bytes, shorter than its 16-byte head"):
+        Index.load(craft(tmp_path / "b.idx", extents=[(c, i)], dir_length=8))
+    with pytest.raises(IndexError_, match="header announces 1000000 rows"):
+        Index.load(craft(tmp_path / "c.idx", extents=[(c, i)], rows=10**6, live=10**6))
+
+
+def test_noop_save_writes_nothing_and_garbage_is_bounded(tmp_path, monkeypatch):
+    from deephash.search import storage
+
+    p = tmp_path / "g.idx"
+    Index(64).add(packed(2000, 64, 5)).save(p)
+    idx = Index.load(p)
+    before = p.read_bytes()
+    for _ in range(3):
+        idx.save(p)
+    assert p.read_bytes() == before and idx._store.file.state.seq == 1  # nothing written
+    monkeypatch.setattr(storage, "GARBAGE_FLOOR", 32 << 10, raising=False)
+    sizes = []
+    for r in range(400):
+        idx.remove([r])
+        idx.save(p)
+        st = idx._store.file.state
+        sizes.append(p.stat().st_size)
+        # Older directories are garbage: at most the bytes in use (or the floor) beyond those in use,
+        # plus the last append.
+        assert sizes[-1] <= 2 * st.used_bytes() + (32 << 10) + 4096 + st.dir_length, (r, sizes[-1])
+    back = Index.load(p, verify="full")
+    assert len(back) == 1600 and back.ids.tolist() == list(range(400, 2000))
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    import fcntl
+
+    p = tmp_path / "s.idx"
+    Index(16).add(packed(10, 16, 0)).save(p)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".s.idx.{dead}.0123456789ab.tmp"
+    stale.write_bytes(b"x" * 10_000)  # what a killed save leaves
+    mine = tmp_path / f".s.idx.{os.getpid()}.0123456789ab.tmp"  # a live writer's
+    mine.write_bytes(b"y")
+    locked = tmp_path / f".s.idx.{dead}.ba9876543210.tmp"  # a writer of another pid namespace holds it
+    locked.write_bytes(b"z")
+    other = tmp_path / f".t.idx.{dead}.0123456789ab.tmp"  # another file's
+    other.write_bytes(b"w")
+    with open(locked, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        idx = Index.load(p)
+        idx.add(packed(3, 16, 1))
+        idx.save(p, compact=True)
+    assert not stale.exists() and mine.exists() and locked.exists() and other.exists()
+    assert len(Index.load(p)) == 13
+
+
+def _states(tmp_path):
+    """An index of each kind in each state: fresh, loaded, with removed rows, appended, empty."""
+    c = packed(50, 16, 7)
+    fresh = Index(16).add(c)
+    p = tmp_path / "st.idx"
+    fresh.save(p)
+    loaded = Index.load(p)
+    removed = Index.load(p)
+    removed.remove([3, 4])
+    appended = Index.load(p).add(packed(5, 16, 8))
+    mih = Index(16, kind="mih").add(c)
+    mih_removed = Index(16, kind="mih").add(c)
+    mih_removed.remove([1])
+    return {"fresh": fresh, "loaded": loaded, "removed": removed, "appended": appended, "mih": mih,
+            "mih-removed": mih_removed, "empty": Index(16)}
+
+
+@pytest.mark.parametrize("k", [0, -1, -(2**63), 2.9, "3", True, float("nan")])
+def test_one_rule_for_k_in_every_kind_and_state(tmp_path, k):
+    q = packed(2, 16, 9)
+    for name, idx in _states(tmp_path).items():
+        with pytest.raises(ValueError, match=rf"^k must be (>= 1, got {k}|an integer, got)"):
+            idx.search(q, k)
+
+
+def test_huge_k_returns_every_row(tmp_path):
+    q = packed(2, 16, 9)
+    for name, idx in _states(tmp_path).items():
+        for k in (2**63, 2**64 + 5, 10**30):
+            d, i = idx.search(q, k)
+            assert d.shape == (2, len(idx)) and torch.equal(i, idx.search(q, max(len(idx), 1))[1]), name
+
+
+@pytest.mark.parametrize("ids", [[0.7], [1.5], [float("nan")], [float("inf")], np.array([2**63], dtype=np.uint64),
+                                 np.array([2**64 - 1], dtype=np.uint64), ["a"], [2**70]])
+def test_ids_that_are_not_int64_integers_are_refused(ids):
+    idx = Index(8).add(packed(3, 8, 0))
+    with pytest.raises(ValueError, match="ids must be (int64 )?integers"):
+        Index(8).add(packed(1, 8, 0), ids=ids)
+    with pytest.raises(ValueError, match="ids must be (int64 )?integers"):
+        idx.remove(ids)
+    assert len(idx) == 3  # (a wrapped 2^64-1 was -1, which removed nothing; 2^63 removed the wrong row)
+
+
+def test_integral_ids_of_any_type_are_taken():
+    idx = Index(8).add(packed(4, 8, 0), ids=np.array([1.0, 2.0, 3.0, 2**61], dtype=np.float64))
+    assert idx.ids.tolist() == [1, 2, 3, 2**61]
+    assert idx.remove(np.array([2], dtype=np.uint64)) == 1 and idx.remove(torch.tensor([3])) == 1
+    assert idx.remove([]) == 0
+
+
+def test_fractional_radius_and_bits_are_refused():
+    idx = Index(8).add(packed(3, 8, 0))
+    for r in (2.5, float("nan"), "2", -1):
+        with pytest.raises(ValueError, match="radius must be"):
+            idx.range_search(packed(1, 8, 1), r)
+    assert torch.equal(idx.range_search(packed(1, 8, 1), 2**70)[0], torch.tensor([0, 3]))
+    for bits in (64.5, float("nan"), "64", True):
+        with pytest.raises(ValueError, match="bits must be"):
+            Index(bits)
+    assert Index(64.0).bits == 64
+
+
+def _mutate(rng, es):
+    """A random lie about a directory's extents (valid checksums are recomputed by craft)."""
+    es = [dict(e) for e in es]
+    kind = rng.randrange(8)
+    j = rng.randrange(len(es))
+    if kind == 0:
+        es.insert(rng.randrange(len(es) + 1), dict(es[j]))  # listed twice
+    elif kind == 1:
+        es[j]["codes"] += rng.choice([-4096, 4096, 8192])
+    elif kind == 2:
+        es[j]["ids"] += rng.choice([-64, -8, 8, 64, 800])
+    elif kind == 3:
+        r = rng.choice([1, 50, 99, 101, 10**6])
+        es[j] = {**es[j], "rows": r, "crc": (es[j]["crc"] * (r // 100 + 1))[:-(-r // 100)]}
+    elif kind == 4:
+        es += [{"rows": 0, "codes": 8192, "ids": 8192, "crc": []}] * rng.choice([1, 70, 3000])
+    elif kind == 5:
+        es = es * rng.choice([2, 40])
+    elif kind == 6:
+        del es[j]
+    else:
+        es[j] = {**es[j], "codes": es[j]["codes"] + 4096 * rng.choice([1, 2]), "ids": es[j]["ids"] - 800}
+    return es
+
+
+def test_fuzz_crafted_directories(tmp_path):
+    """Seeded: directories that lie (extents listed twice, shifted, resized, emptied, multiplied or dropped,
+    tombstones and slot fields that disagree, deep meta), every checksum valid. Each file is refused with
+    an IndexError_ naming it, or loads and answers with distinct ids of the rows written (never a
+    crash, a hang, a duplicated or invented id)."""
+    import random
+
+    c, i = packed(300, 64, 11), torch.arange(300) * 7 + 1
+    parts = [(c[:100], i[:100]), (c[100:250], i[100:250]), (c[250:], i[250:])]
+    q = packed(4, 64, 12)
+    tally = {"refused": 0, "loaded": 0}
+    for seed in range(150):
+        rng = random.Random(seed)
+        p = tmp_path / f"fuzz{seed}.idx"
+        kw = {}
+        if rng.random() < 0.3:
+            kw["dead"] = sorted(rng.sample(range(400), rng.choice([1, 3])))
+        if rng.random() < 0.15:
+            kw[rng.choice(["rows", "live", "dir_length", "dir_offset"])] = rng.choice([0, 8, 15, 299, 10**9])
+        if rng.random() < 0.1:
+            kw["meta"] = {"x": json.loads("[" * 900 + "]" * 900)} if rng.random() < 0.5 else {"kind": "mih", "m": 99}
+        try:
+            craft(p, extents=parts, listed=lambda es: _mutate(rng, es), **kw)
+        except (ValueError, struct.error):
+            continue
+        try:
+            idx = Index.load(p, verify=rng.choice(["lazy", "full"]))
+            d, got = idx.search(q, 50)
+            lims, _, rids = idx.range_search(q, 20)
+        except IndexError_ as e:
+            assert str(p) in str(e), (seed, e)
+            tally["refused"] += 1
+            continue
+        tally["loaded"] += 1
+        for row in got.tolist():
+            assert len(set(row)) == len(row) and set(row) <= set(i.tolist()), seed
+        assert len(set(rids.tolist())) <= len(rids) and set(rids.tolist()) <= set(i.tolist()), seed
+    assert tally["refused"] > 50 and tally["loaded"] > 0, tally

@@ -253,20 +253,27 @@ class Prober {
       __builtin_prefetch(bc + static_cast<int64_t>(begin[j]) * t_.B);
     }
     cost_ += n * cm.probe + nb * cm.bucket;
-    for (int j = 0; j < nb; ++j) {
-      compare_bucket(code, z, begin[j], end[j]);
-      cost_ += (end[j] - begin[j]) * cm.row;
-      if (cost_ > budget) return false;
-    }
+    for (int j = 0; j < nb; ++j)
+      if (!compare_bucket(code, z, begin[j], end[j], budget, cm)) return false;
     return cost_ <= budget;
   }
 
   // The bucket's codes lie in sequence: most fail the threshold test, a group at a time, and only
-  // the rows that pass are looked up by id.
-  void compare_bucket(const Code& code, int64_t z, int32_t begin, int32_t end) {
+  // the rows that pass are looked up by id. The budget is checked every kBucketChunk rows, not only
+  // after the bucket: with many duplicated codes one bucket can hold most of the rows (each kept at
+  // a tie), and comparing it whole made such a query 17-33x slower than the scan it then fell back
+  // to. False once the budget is passed.
+  bool compare_bucket(const Code& code, int64_t z, int32_t begin, int32_t end, double budget, const CostModel& cm) {
+    constexpr int32_t kBucketChunk = 1024;
     const int32_t* rw = t_.rows + z * t_.N;
-    compare_run(code, t_.bucket_codes + (z * t_.N + begin) * t_.B, end - begin,
-                [&](int64_t i) { return rw[begin + i]; });
+    for (int32_t b = begin; b < end;) {
+      const int32_t e = end - b > kBucketChunk ? b + kBucketChunk : end;
+      compare_run(code, t_.bucket_codes + (z * t_.N + b) * t_.B, e - b, [&](int64_t i) { return rw[b + i]; });
+      cost_ += (e - b) * cm.row;
+      if (cost_ > budget) return false;
+      b = e;
+    }
+    return true;
   }
 
   // Every code, in row order: for a radius that would cost more than this.

@@ -12,6 +12,9 @@
 """
 from __future__ import annotations
 
+import math
+import operator
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ import torch
 import deephash_ext
 from deephash_ext.reference import relevance
 
-from .atomic import atomic_write
+from .atomic import atomic_write, open_regular
 
 __all__ = ["as_packed", "as_labels", "relevance", "save_codes", "load_codes", "write_npz"]
 
@@ -61,14 +64,43 @@ def as_labels(y, what: str = "labels") -> torch.Tensor:
 MAX_BITS = 1 << 20  # the widest codes of the index file format (docs/formats.md)
 
 
-def _integers(a: np.ndarray, what: str) -> np.ndarray:
-    """``a`` as ``int64`` when it holds integers (any integer dtype, or floats of integer value)."""
-    if a.dtype.kind in "iub":
+def _integers(a, what: str) -> np.ndarray:
+    """``a`` (an array, tensor or sequence) as ``int64`` when it holds integers of that range (any integer
+    dtype, or floats of integer value); anything else (fractions, NaN, values that would wrap) is refused
+    with a ``ValueError`` naming ``what``, never truncated."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu()
+        a = (a.double() if a.is_floating_point() else a).numpy()
+    a = np.asarray(a)
+    if a.dtype.kind == "O":
+        try:
+            a = np.asarray([operator.index(v) for v in a.reshape(-1)] or np.empty(0, np.int64)).reshape(a.shape)
+        except TypeError:
+            raise ValueError(f"{what} must be integers, got {a.reshape(-1)[:3].tolist()}") from None
+    if a.dtype.kind in "ib":
+        return a.astype(np.int64)
+    if a.dtype.kind == "u":
+        if a.size and a.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{what} must be int64 integers, got {int(a.max())} (>= 2^63)")
         return a.astype(np.int64)
     if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all() and (np.abs(a) < 2.0**62).all():
         return a.astype(np.int64)
     shown = a.reshape(-1)[:3].tolist() if a.dtype.kind in "fc" else a.dtype
     raise ValueError(f"{what} must be integers, got {shown}")
+
+
+def as_integer(value, what: str) -> int:
+    """One integer (a Python, numpy or 0-d tensor integer, or a float of integer value), else a
+    ``ValueError`` naming ``what``: ``2.9`` is refused, not truncated; so are booleans."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"{what} must be an integer, got {value!r}")
 
 
 def save_codes(path, codes, bits: int, labels=None, ids=None) -> None:
@@ -103,7 +135,7 @@ def load_codes(path) -> dict:
     """A codes file as a dict of arrays (``bits`` as an int, ``ids`` as ``int64``, ``labels`` checked as
     :func:`as_labels` takes them); a file that is not one is refused with a ``ValueError`` naming it."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with os.fdopen(open_regular(path), "rb") as f, np.load(f, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
     except OSError as e:
         raise ValueError(f"{path}: cannot read a codes file ({e.strerror or e})") from e

@@ -44,7 +44,8 @@ def add_search(sub) -> None:
     s = sub.add_parser("search", help="k nearest codes in an index")
     s.add_argument("--index", required=True)
     s.add_argument("--codes", required=True, help="query codes file")
-    s.add_argument("-k", type=int_in(1), default=10)
+    s.add_argument("-k", type=int_in(1, 2**63 - 1), default=10,
+                   help="neighbours per query (more than the index holds gives them all)")
     s.add_argument("--out", default=None, help="results .npz (written to exactly this path)")
     s.add_argument("--show", type=int_in(0), default=5, help="queries to print")
     s.add_argument("--grid", default=None, metavar="PNG",

@@ -181,7 +181,7 @@ def cmd_demo(args) -> int:
     data = args.data
     if args.embeddings == "self-supervised":
         data = self_supervised_data(args.data, out, quick=args.quick, seed=args.seed,
-                                    device=args.device or default_device(), progress=not args.no_progress)
+                                    device=device(args.device or default_device()), progress=not args.no_progress)
     guard_divergence(args, lambda: run_demo(data, m, out, seed=args.seed, split_seed=args.split_seed,
                                             resume=args.resume, embeddings=args.embeddings))
     return 0
@@ -240,7 +240,8 @@ def _cmd_embed_self_supervised(args) -> int:
     config = config_from(quick=args.quick, epochs=args.epochs, width=args.width, batch_size=args.batch_size,
                          lr=args.lr, subset=args.subset)
     info = self_supervised_embeddings(args.data or "fashion-mnist", args.out, config=config, seed=args.seed,
-                                      device=args.device, progress=not args.no_progress)
+                                      device=device(args.device), progress=not args.no_progress,
+                                      clamp_subset=args.subset is None)  # --quick's 1,024 on a smaller set
     how = f"trained in {info['train_seconds']:.1f} s" if info["trained"] else f"from the cache ({info['path']})"
     x = info["x"]
     print(f"wrote {x.shape[0]} self-supervised embeddings of {x.shape[1]} dimensions to {args.out} ({how})")

@@ -49,6 +49,9 @@ class SelfSupError(ValueError):
     """Bad options or data for self-supervised training; the message names the option or file."""
 
 
+MAX_WIDTH = 512
+
+
 @dataclass(frozen=True)
 class SelfSupConfig:
     """A SimCLR run. ``width`` is the stem's channel count (embeddings: ``144 * width`` for 28x28);
@@ -78,6 +81,11 @@ class SelfSupConfig:
             raise SelfSupError(f"--temperature must be positive, got {self.temperature}")
         if self.subset is not None and self.subset < 2:
             raise SelfSupError(f"--subset must be at least 2 images, got {self.subset}")
+        if self.width > MAX_WIDTH:
+            # 144 * width dimensions per embedding and (4 width)^2 weights per kernel tap in the last stage:
+            # --width 100000 asked for terabytes before any error said so.
+            raise SelfSupError(f"--width must be at most {MAX_WIDTH} (embeddings of {144 * MAX_WIDTH} dimensions), "
+                               f"got {self.width}")
         return self
 
 
@@ -363,16 +371,20 @@ def _save_npz(path: Path, **arrays) -> None:
 
 def self_supervised_embeddings(data="fashion-mnist", out=None, *, config: SelfSupConfig = SelfSupConfig(),
                                seed: int = 0, device="cpu", cache_dir=None, progress: bool = True,
-                               stream=None) -> dict:
+                               stream=None, clamp_subset: bool = False) -> dict:
     """Embeddings of ``data`` (see :func:`load_images`) by a SimCLR backbone trained on its images.
 
     Trains unless the cache holds this (images, configuration, seed, device type); resumes from the cache's
     checkpoint after an interruption. Writes ``out`` (``.npz`` with ``x`` and, when known, ``y``) if given.
-    Returns ``{"x", "y", "path" (the cached embeddings), "trained" (bool), "train_seconds", "key", "history"}``."""
+    Returns ``{"x", "y", "path" (the cached embeddings), "trained" (bool), "train_seconds", "key", "history"}``.
+    A ``config.subset`` larger than the data is refused, unless ``clamp_subset`` (the ``--quick`` default's
+    1,024 images on a smaller data set): then every image is trained on."""
     config = config.check()
     if out is not None:
         check_out_file(out)  # before the training, not after it
     images, y, name = load_images(data)
+    if config.subset is not None and config.subset > len(images) and not clamp_subset:
+        raise SelfSupError(f"--subset {config.subset}: {name} has {len(images)} images")  # never clamped
     key = cache_key(images, config, seed, device)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / key
     cached = folder / "embeddings.npz"

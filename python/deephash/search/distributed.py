@@ -26,9 +26,9 @@ import torch.distributed as dist
 
 import deephash_ext
 
-from .index import Index
+from .index import Index, check_k
 from .index_file import IndexError_
-from .sharding import read_manifest
+from .sharding import check_shard, read_manifest
 _ROW_BITS = 40  # merge key: shard << 40 | row within the shard
 _FAR = torch.iinfo(torch.int32).max
 _LAST = torch.iinfo(torch.int64).max
@@ -140,6 +140,7 @@ class ShardedIndex:
                 idx = Index.load(f, verify=verify)
                 if idx.bits != m["bits"]:
                     raise IndexError_(f"{f}: {idx.bits}-bit codes, the manifest says {m['bits']}")
+                check_shard(f, m["shards"][s], idx.bits, len(idx), idx._store.rows)
                 if idx._store.rows >= 1 << _ROW_BITS:
                     raise IndexError_(f"{f}: more than 2^{_ROW_BITS} rows in one shard")
                 mine[s] = idx
@@ -213,13 +214,13 @@ class ShardedIndex:
                 if t.dtype != torch.uint8 or t.dim() != 2 or t.shape[1] != self.nbytes:
                     raise ValueError(f"queries must be packed uint8[Q, {self.nbytes}] for {self.bits}-bit "
                                      f"codes, got {t.dtype} {tuple(t.shape)}")
-                if isinstance(k, bool) or int(k) < 1:
-                    raise ValueError(f"k must be >= 1, got {k}")
+                check_k(k)
                 if self.total == 0:
                     raise IndexError_("search on an empty index")
                 return t.contiguous()
             q = g.run(check)
-            meta = torch.tensor([q.shape[0], q.shape[1], int(k)], dtype=torch.int64)
+            # k beyond the rows gives them all (and fits the int64 sent to the other ranks).
+            meta = torch.tensor([q.shape[0], q.shape[1], min(check_k(k), self.total)], dtype=torch.int64)
         else:
             g.run(lambda: None)
         dev = g.device if g.world > 1 else self.device

@@ -22,13 +22,22 @@ import torch
 import deephash_ext
 
 from .index_file import IndexError_, padding_mask
-from ..codes import as_packed
+from ..codes import _integers, as_integer, as_packed
 from .mih import MultiIndex, check_m
 from .storage import CodeStore
 
 __all__ = ["Index", "IndexError_"]
 
 KINDS = ("flat", "mih")
+
+
+def check_k(k) -> int:
+    """``k`` of a search: an integer >= 1, the same rule for every kind and state of index (any size:
+    a search returns ``min(k, len)`` columns)."""
+    k = as_integer(k, "k")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return k
 
 
 class Index:
@@ -40,7 +49,8 @@ class Index:
     """
 
     def __init__(self, bits: int, kind: str = "flat", m: int | None = None):
-        if isinstance(bits, bool) or not 1 <= int(bits) <= 1 << 20:
+        bits = as_integer(bits, "bits")
+        if not 1 <= bits <= 1 << 20:
             raise ValueError(f"bits must be in 1..{1 << 20}, got {bits}")
         if kind not in KINDS:
             raise ValueError(f'kind must be "flat" or "mih", got {kind!r}')
@@ -98,7 +108,7 @@ class Index:
         if ids is None:
             start = self._store.next_id()
             ids = torch.arange(start, start + p.shape[0], dtype=torch.int64)
-        ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(-1)
+        ids = torch.from_numpy(_integers(ids, "ids")).reshape(-1)
         if ids.numel() != p.shape[0]:
             raise IndexError_(f"{ids.numel()} ids for {p.shape[0]} codes")
         self._store.add(p, ids)
@@ -108,8 +118,7 @@ class Index:
         """Remove every row whose id is in ``ids``; returns how many rows went. Rows are marked dead
         (tombstones) and skipped by every search; :meth:`compact` or ``save(..., compact=True)``
         drops them for good (a full save always does)."""
-        ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(-1)
-        return self._store.remove(ids)
+        return self._store.remove(torch.from_numpy(_integers(ids, "ids")).reshape(-1))
 
     def compact(self) -> "Index":
         """Copy the live rows into memory, dropping tombstones (and the mapping of a loaded index)."""
@@ -130,16 +139,18 @@ class Index:
 
     def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distances int32[Q, k'], ids int64[Q, k'])``, ``k' = min(k, len)``, sorted by (distance, insertion order)."""
+        k = check_k(k)
         q = self._pack(queries)
         if len(self) == 0:  # an empty database: no neighbours, as hamming_topk with N = 0
             return torch.empty(q.shape[0], 0, dtype=torch.int32), torch.empty(q.shape[0], 0, dtype=torch.int64)
-        d, ids, _ = self.search_rows(q, int(k))
+        d, ids, _ = self.search_rows(q, k)
         return d, ids
 
     def search_rows(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`search` of packed non-empty queries on a non-empty index, by this index's kind, with each
         result's row key: ``(distances, ids, rows)``; rows grow with insertion order (sharded search
-        merges on them)."""
+        merges on them). ``k``: an integer >= 1 (:func:`check_k`), more than the rows giving them all."""
+        k = min(check_k(k), len(self))
         if self.kind == "mih":
             codes, ids = self._store.live()
             d, rows = self.multi_index().search(q, codes, k)
@@ -150,7 +161,10 @@ class Index:
         """Every code within Hamming ``radius`` (inclusive) of each query: ``(lims int64[Q+1],
         distances int32[M], ids int64[M])``, query ``i``'s hits at ``lims[i]:lims[i+1]`` sorted by
         (distance, insertion order) (FAISS's range-search layout; FAISS's own radius is exclusive)."""
-        lims, d, ids, _ = self._store.range_search(self._pack(queries), int(radius))
+        radius = as_integer(radius, "radius")
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        lims, d, ids, _ = self._store.range_search(self._pack(queries), min(radius, self.bits))
         return lims, d, ids
 
     def save(self, path, compact: bool = False, block_bytes: int | None = None) -> None:

@@ -53,7 +53,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..atomic import fsync_dir, temporary_name
+from ..atomic import atomic_write, open_regular
 
 MAGIC = b"DHIDX\0"
 VERSION = 2
@@ -67,6 +67,7 @@ _SLOT = struct.Struct("<QQQQQI")           # seq, dir_offset, dir_length, rows, 
 _SLOT_AT = (64, 128)
 _V1_HEADER = struct.Struct("<6sHIQ")        # magic, version, bits, count
 _DIR_MAGIC = b"DHDIR\0\0\0"
+_MAX_META = 1 << 16  # bytes of JSON allowed for a directory's meta and framing
 
 
 class IndexError_(ValueError):
@@ -91,6 +92,14 @@ class State:
     dead: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     size: int = 0  # bytes of the file when this state was read (all it refers to lies below)
     meta: dict = field(default_factory=dict)
+    dir_offset: int = 0
+    dir_length: int = 0
+
+    def used_bytes(self) -> int:
+        """Bytes of the file this version uses: the header page, its extents and its directory. The rest
+        is garbage (directories and extents of older versions, padding)."""
+        nbytes = self.nbytes
+        return PAGE + sum(_align(e.rows * nbytes, 64) + 8 * e.rows for e in self.extents) + self.dir_length
 
     @property
     def nbytes(self) -> int:
@@ -129,13 +138,18 @@ def _slot(preamble: bytes, seq: int, dir_offset: int, dir_length: int, rows: int
 
 
 def _pread(fd: int, n: int, offset: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        b = os.pread(fd, n - len(out), offset + len(out))
-        if not b:
+    """``n`` bytes at ``offset`` (fewer at the end of the file), into one buffer allocated once: callers
+    check ``n`` against the file's size first."""
+    out = bytearray(n)
+    view, got = memoryview(out), 0
+    while got < n:
+        k = os.preadv(fd, [view[got:]], offset + got)
+        if not k:
             break
-        out += b
-    return bytes(out)
+        got += k
+    view.release()
+    del out[got:]
+    return bytes(out) if got < 1 << 20 else out
 
 
 def read_header(fd: int, path, size: int):
@@ -182,55 +196,107 @@ def read_header(fd: int, path, size: int):
                       f"opened the version of generation {seq}", RuntimeWarning, stacklevel=3)
     # A save may have grown the file since the caller's fstat; the slot just read is at most as new.
     size = max(size, os.fstat(fd).st_size)
-    if dir_offset < PAGE or dir_length < 16 or dir_offset + dir_length > size:
-        raise IndexError_(f"{path}: truncated or corrupted index file (directory at {dir_offset}+{dir_length} "
-                          f"outside its {size} bytes)")
-    raw = _pread(fd, dir_length, dir_offset)
-    if zlib.crc32(raw) != dir_crc:
+    nbytes = (bits + 7) // 8
+    what = None
+    if dir_offset < PAGE:
+        what = f"directory at offset {dir_offset}, inside the {PAGE}-byte header page"
+    elif dir_offset % 8:
+        what = f"directory at offset {dir_offset}, not a multiple of 8"
+    elif dir_length < 16:
+        what = f"directory of {dir_length} bytes, shorter than its 16-byte head"
+    elif dir_offset + dir_length > size:
+        what = f"directory at {dir_offset}+{dir_length} outside the file's {size} bytes"
+    elif live > rows or rows * (nbytes + 8) > size:
+        what = f"header announces {rows} rows ({live} live) of {bits} bits, more than the file's {size} bytes hold"
+    if what is not None:
+        raise IndexError_(f"{path}: truncated or corrupted index file ({what})")
+    head16 = _pread(fd, 16, dir_offset)
+    if head16[:8] != _DIR_MAGIC:
+        raise IndexError_(f"{path}: corrupted index file (bad directory magic)")
+    n = struct.unpack_from("<Q", head16, 8)[0]
+    # The JSON holds at most MAX_EXTENTS extents, a checksum pair per block and a small meta; what is
+    # larger no writer made. Checked before anything of that size is read.
+    blocks = -(-rows // block_rows) + MAX_EXTENTS
+    if n > _MAX_META + 256 * MAX_EXTENTS + 32 * blocks or 16 + n > dir_length:
+        raise IndexError_(f"{path}: corrupted index file (directory announces {n} bytes of JSON for {rows} rows "
+                          f"in a directory of {dir_length} bytes)")
+    jlen = min(_align(16 + n, 8), dir_length)
+    if dir_length > jlen + 8 * rows:
+        raise IndexError_(f"{path}: corrupted index file (directory of {dir_length} bytes, more than its JSON and "
+                          f"a tombstone for each of the {rows} rows take)")
+    head = _pread(fd, jlen, dir_offset)
+    crc = zlib.crc32(head)
+    for at in range(dir_offset + jlen, dir_offset + dir_length, 1 << 20):  # no buffer of the claimed size
+        crc = zlib.crc32(_pread(fd, min(1 << 20, dir_offset + dir_length - at), at), crc)
+    if crc != dir_crc:
         raise IndexError_(f"{path}: corrupted index file (directory checksum mismatch)")
-    state = _parse_directory(raw, path, bits, block_rows, seq, size)
-    if state.rows != rows or rows - len(state.dead) != live:
+    state = _parse_directory(head, path, bits, block_rows, seq, size, dir_offset)
+    ndead = len(state.dead)
+    if dir_length != len(head) + 8 * ndead:
+        raise IndexError_(f"{path}: corrupted index file (directory of {dir_length} bytes, its JSON and {ndead} "
+                          f"tombstones take {len(head) + 8 * ndead})")
+    tail = _pread(fd, 8 * ndead, dir_offset + len(head))
+    state.dead = _tombstones(tail, ndead, state.rows, path)
+    state.dir_offset, state.dir_length = dir_offset, dir_length
+    if state.rows != rows or rows - ndead != live:
         raise IndexError_(f"{path}: corrupted index file (header and directory disagree on the row count)")
     return 2, state
 
 
-def _parse_directory(raw: bytes, path, bits: int, block_rows: int, seq: int, size: int) -> State:
+def _tombstones(raw, ndead: int, total: int, path) -> np.ndarray:
+    if len(raw) < 8 * ndead:
+        raise IndexError_(f"{path}: corrupted index file (directory shorter than its tombstones)")
+    dead = np.frombuffer(raw, dtype="<i8", count=ndead).astype(np.int64)
+    if ndead and (dead[0] < 0 or dead[-1] >= total or (ndead > 1 and not (np.diff(dead) > 0).all())):
+        raise IndexError_(f"{path}: corrupted index file (tombstones out of order or out of range)")
+    return dead
+
+
+def _parse_directory(raw: bytes, path, bits: int, block_rows: int, seq: int, size: int, dir_offset: int) -> State:
+    """The state described by a directory's head and JSON (``raw``; the tombstones are read after)."""
     bad = lambda what: IndexError_(f"{path}: corrupted index file ({what})")  # noqa: E731
-    if raw[:8] != _DIR_MAGIC:
-        raise bad("bad directory magic")
     n = struct.unpack_from("<Q", raw, 8)[0]
     if 16 + n > len(raw):
         raise bad("directory shorter than announced")
     try:
-        d = json.loads(raw[16:16 + n].decode("utf-8"))
+        d = json.loads(bytes(raw[16:16 + n]).decode("utf-8"))
         extents_raw, ndead, meta = d["extents"], d["dead"], d.get("meta", {})
+    except RecursionError:
+        raise bad("unreadable directory: JSON nested too deeply") from None
     except (ValueError, KeyError, TypeError) as e:
         raise bad(f"unreadable directory: {e}") from None
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
     if not isinstance(extents_raw, list) or not is_int(ndead) or not isinstance(meta, dict):
         raise bad("unreadable directory")
+    if len(extents_raw) > MAX_EXTENTS:
+        # Saves rewrite the file before it has more; a file with more is crafted (and thousands of
+        # extents would make every search slow).
+        raise bad(f"{len(extents_raw)} extents, more than the {MAX_EXTENTS} a save makes")
     nbytes = (bits + 7) // 8
-    extents = []
+    extents, spans = [], []
     for e in extents_raw:
         if not isinstance(e, dict) or not all(is_int(e.get(k)) for k in ("rows", "codes", "ids")):
             raise bad("unreadable extent")
         rows, co, io = e["rows"], e["codes"], e["ids"]
+        if rows == 0:
+            raise bad("an extent of 0 rows (saves make none)")
         crc = e.get("crc")
         blocks = -(-rows // block_rows)
         if (not isinstance(crc, list) or len(crc) != blocks
                 or not all(isinstance(c, list) and len(c) == 2 and all(is_int(x) for x in c) for c in crc)):
             raise bad("extent checksums do not match its rows")
-        if co < PAGE or co % PAGE or io % 8 or co + rows * nbytes > io or io + 8 * rows > size:
-            raise bad(f"extent of {rows} rows at {co} / {io} does not fit the file's {size} bytes")
+        if co < PAGE or co % PAGE or io % 8 or co + rows * nbytes > io or io + 8 * rows > min(size, dir_offset):
+            raise bad(f"extent of {rows} rows at {co} / {io} does not fit the file's {size} bytes "
+                      f"before its directory at {dir_offset}")
         extents.append(Extent(rows, co, io, crc))
-    total = sum(e.rows for e in extents)
-    at = _align(16 + n, 8)
-    if at + 8 * ndead > len(raw):
-        raise bad("directory shorter than its tombstones")
-    dead = np.frombuffer(raw, dtype="<i8", count=ndead, offset=at).astype(np.int64)
-    if ndead and (dead[0] < 0 or dead[-1] >= total or (ndead > 1 and not (np.diff(dead) > 0).all())):
-        raise bad("tombstones out of order or out of range")
-    return State(bits, block_rows, seq, extents, dead, size, meta)
+        spans.append((co, io + 8 * rows))
+    spans.sort()
+    for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise bad(f"extents overlap (bytes {a0}..{a1} and {b0}..{b1})")
+    state = State(bits, block_rows, seq, extents, size=size, meta=meta)
+    state.dead = np.empty(ndead, np.int64)  # the count; the tombstones themselves are read after
+    return state
 
 
 def read_v1(fd: int, path, size: int, bits: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,11 +307,19 @@ def read_v1(fd: int, path, size: int, bits: int, count: int) -> tuple[np.ndarray
     if bits < 1 or bits > MAX_BITS or size != expected:
         raise IndexError_(f"{path}: truncated or corrupted index file ({size} bytes, the header "
                           f"announces {count} codes of {bits} bits = {expected} bytes)")
-    raw = _pread(fd, size, 0)
-    if len(raw) != size:
-        raise IndexError_(f"{path}: truncated index file (read {len(raw)} of {size} bytes)")
-    if hashlib.sha256(raw[:-32]).digest() != raw[-32:]:
+    # The digest first, a piece at a time: a file that merely claims its size (a sparse file) is refused
+    # before a buffer of that size is allocated.
+    digest = hashlib.sha256()
+    for at in range(0, size - 32, 1 << 20):
+        piece = _pread(fd, min(1 << 20, size - 32 - at), at)
+        if not piece:
+            break
+        digest.update(piece)
+    if digest.digest() != _pread(fd, 32, size - 32):
         raise IndexError_(f"{path}: corrupted index file (checksum mismatch)")
+    raw = _pread(fd, size, 0)
+    if len(raw) != size or hashlib.sha256(raw[:-32]).digest() != raw[-32:]:
+        raise IndexError_(f"{path}: index file changed while it was read")
     off = _V1_HEADER.size
     ids = np.frombuffer(raw, dtype="<i8", count=count, offset=off).astype(np.int64)
     codes = np.frombuffer(raw, dtype=np.uint8, count=count * nbytes, offset=off + 8 * count).reshape(count, nbytes)
@@ -270,6 +344,18 @@ class MappedFile:
         # A shared read-only mapping: pages come from the page cache and are never copied, so an
         # index larger than memory can be opened. Writing into the tensors is not allowed (it faults).
         self.mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+        # Blocks before each extent, for naming blocks by their number in the file.
+        self.first_block = np.concatenate([[0], np.cumsum([len(e.crc) for e in state.extents])]).astype(int).tolist()
+
+    def check_size(self) -> None:
+        """Refuse to read a mapping whose file was truncated since it was mapped: reading a page past the
+        end of a file kills the process (SIGBUS). Called before every search; a truncation during a search
+        still kills it, which is why files must not be truncated or rewritten in place while mapped
+        (docs/formats.md)."""
+        if self.mm is not None and self.mm.size() < self.size:
+            raise IndexError_(f"{self.path}: the index file was truncated to {self.mm.size()} bytes while mapped "
+                              f"({self.size} bytes when opened); an index file must not be truncated or "
+                              f"rewritten in place while in use: load it again")
 
     def tensors(self, e: Extent) -> tuple[torch.Tensor, torch.Tensor]:
         """``(codes uint8[rows, nbytes], ids int64[rows])``: views of the mapping, no copy."""
@@ -320,13 +406,11 @@ class MappedFile:
 def open_file(path):
     """Open an index file: ``("v1", codes, ids, bits)`` (read whole) or ``("v2", MappedFile)``."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path)  # a FIFO is refused, not waited on
     except OSError as e:
         raise IndexError_(f"{path}: cannot read index file ({e.strerror or e})") from e
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IndexError_(f"{path}: not a regular file")
         version, info = read_header(fd, path, st.st_size)
         if version == 1:
             bits, count = info
@@ -424,13 +508,8 @@ def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int, meta
     temporary file of a name unique to this writer, fsync, rename, fsync of the folder. Returns the
     new file, mapped (from the written inode, whatever ``path`` names by then)."""
     path = os.fspath(path)
-    tmp = temporary_name(path)
     try:
-        f = open(tmp, "xb+")
-    except OSError as e:
-        raise IndexError_(f"{path}: cannot write index file ({e.strerror or e})") from e
-    try:
-        with f:
+        with atomic_write(path, "xb+", special=False) as f:
             pre = _preamble(bits, block_rows)
             f.write(pre + bytes(PAGE - len(pre)))
             w = _Writer(f, bits, block_rows, PAGE)
@@ -438,20 +517,11 @@ def write_file(path, bits: int, block_rows: int, chunks: Chunks, rows: int, meta
             at, length, crc = w.directory(extents, np.empty(0, np.int64), meta or {})
             f.flush()
             os.pwrite(f.fileno(), _slot(pre, 1, at, length, rows, rows, crc), _SLOT_AT[1])
-            os.fsync(f.fileno())
             size = os.fstat(f.fileno()).st_size
-            state = State(bits, block_rows, 1, extents, meta=dict(meta or {}))
+            state = State(bits, block_rows, 1, extents, meta=dict(meta or {}), dir_offset=at, dir_length=length)
             mapped = MappedFile(f.fileno(), path, state, size)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise IndexError_(f"{path}: cannot write index file ({e.strerror or e})") from e
-        raise
-    fsync_dir(path)
+    except OSError as e:
+        raise IndexError_(f"{path}: cannot write index file ({e.strerror or e})") from e
     return mapped
 
 
@@ -474,8 +544,9 @@ def append_file(source: MappedFile, chunks: Chunks, new_rows: int, dead: np.ndar
         if (st.st_dev, st.st_ino) != (source.dev, source.ino):
             return None
         version, state = read_header(fd, path, st.st_size)
-        if version != 2 or state.seq != source.state.seq or len(state.extents) + 1 > MAX_EXTENTS:
-            return None
+        if (version != 2 or state.seq != source.state.seq or len(state.extents) + bool(new_rows) > MAX_EXTENTS
+                or state.seq + 1 >= 1 << 64):
+            return None  # (a full save starts the sequence again)
         old = source.state
         pre = _preamble(old.bits, old.block_rows)
         with open(fd, "r+b", closefd=False) as f:
@@ -490,7 +561,8 @@ def append_file(source: MappedFile, chunks: Chunks, new_rows: int, dead: np.ndar
         os.pwrite(fd, _slot(pre, seq, at, length, rows, rows - len(dead), crc), _SLOT_AT[seq % 2])
         os.fsync(fd)
         size = os.fstat(fd).st_size
-        state = State(old.bits, old.block_rows, seq, extents, np.asarray(dead, np.int64), meta=dict(meta or {}))
+        state = State(old.bits, old.block_rows, seq, extents, np.asarray(dead, np.int64), meta=dict(meta or {}),
+                      dir_offset=at, dir_length=length)
         return MappedFile(fd, path, state, size)
     except OSError as e:
         raise IndexError_(f"{path}: cannot write index file ({e.strerror or e})") from e

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write, open_regular
 from . import index_file
 from .index_file import IndexError_
+
+_MAX_MANIFEST = 1 << 30  # bytes: 2^23 shards of a hundred bytes each
 
 MANIFEST = "shards.json"
 
@@ -27,13 +30,18 @@ def shard_name(i: int, n: int) -> str:
 
 def shard_sizes(shards, n: int) -> list[int]:
     """The rows of each shard: ``shards`` is a count (near-equal contiguous parts) or a list of sizes that add
-    up to ``n``."""
+    up to ``n``. Never more shards than rows (one empty shard for an empty index): a count of 9,000,000 for
+    300 rows would start writing gigabytes of empty shard files."""
     if isinstance(shards, (int, np.integer)) and not isinstance(shards, bool):
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
+        if shards > max(n, 1):
+            raise ValueError(f"{shards} shards of the index's {n} rows: at most one shard per row")
         base, extra = divmod(n, int(shards))
         return [base + (i < extra) for i in range(int(shards))]
     sizes = [int(s) for s in shards]
+    if len(sizes) > max(n, 1):
+        raise ValueError(f"{len(sizes)} shard sizes for the index's {n} rows: at most one shard per row")
     if not sizes or any(s < 0 for s in sizes) or sum(sizes) != n:
         raise ValueError(f"shard sizes must be >= 0 and add up to the index's {n} rows, got {sizes}")
     return sizes
@@ -73,30 +81,63 @@ def write_shards(index, shards, directory) -> list[str]:
         paths.append(str(out / name))
         lo += n
     manifest = {"format": "deephash-shards", "version": 1, "bits": index.bits, "rows": lo, "shards": entries}
-    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / MANIFEST)
+    try:
+        with atomic_write(out / MANIFEST, special=False) as f:
+            f.write(json.dumps(manifest, indent=1).encode())
+    except OSError as e:
+        raise IndexError_(f"{out / MANIFEST}: cannot write the shard manifest ({e.strerror or e})") from e
     return paths
 
 
 def read_manifest(directory) -> dict:
+    """The manifest of a shard folder, checked for what ``write_shards`` writes: format and version, bits,
+    every shard named ``shard-I-of-N.idx`` in order, once, with ``rows`` and ``offset`` that tile the
+    ``rows`` of the whole (so that a shard listed twice, reordered entries or a wrong offset, which would
+    duplicate hits or change the tie order, are refused). The shard files' own rows and bits are checked
+    against it when they are opened (:func:`check_shard`)."""
     path = Path(directory) / MANIFEST
     try:
-        with open(path) as f:
-            m = json.load(f)
+        with os.fdopen(open_regular(path), "rb") as f:
+            raw = f.read(_MAX_MANIFEST + 1)
+        if len(raw) > _MAX_MANIFEST:
+            raise ValueError(f"larger than {_MAX_MANIFEST} bytes")
+        m = json.loads(raw)
     except FileNotFoundError:
         raise IndexError_(f"{directory}: not a shard folder (no {MANIFEST}; write one with `deephash shard`)") from None
+    except RecursionError:
+        raise IndexError_(f"{path}: cannot read the shard manifest (JSON nested too deeply)") from None
     except (OSError, ValueError) as e:
-        raise IndexError_(f"{path}: cannot read the shard manifest ({e})") from e
-    ok = (isinstance(m, dict) and m.get("format") == "deephash-shards" and isinstance(m.get("bits"), int)
-          and isinstance(m.get("shards"), list) and m["shards"]
+        raise IndexError_(f"{path}: cannot read the shard manifest ({e.strerror if isinstance(e, OSError) else e})"
+                          ) from e
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    ok = (isinstance(m, dict) and m.get("format") == "deephash-shards" and is_int(m.get("bits"))
+          and is_int(m.get("rows")) and isinstance(m.get("shards"), list) and m["shards"]
           and all(isinstance(s, dict) and isinstance(s.get("file"), str) and "/" not in s["file"]
-                  and isinstance(s.get("rows"), int) for s in m["shards"]))
+                  and is_int(s.get("rows")) and is_int(s.get("offset")) for s in m["shards"]))
     if not ok:
         raise IndexError_(f"{path}: not a deephash shard manifest")
-    if len(m["shards"]) >= 1 << 23:
-        raise IndexError_(f"{path}: too many shards ({len(m['shards'])})")
+    if m.get("version") != 1:
+        raise IndexError_(f"{path}: shard manifest version {m.get('version')!r}, this deephash reads version 1")
+    n = len(m["shards"])
+    if n >= 1 << 23:
+        raise IndexError_(f"{path}: too many shards ({n})")
+    at = 0
+    for i, s in enumerate(m["shards"]):
+        if s["file"] != shard_name(i, n):
+            raise IndexError_(f"{path}: entry {i} names {s['file']!r}, expected {shard_name(i, n)!r} (shards are "
+                              f"listed once each, in order)")
+        if s["offset"] != at:
+            raise IndexError_(f"{path}: {s['file']} at offset {s['offset']}, expected {at} (the shards' rows must "
+                              f"follow one another)")
+        at += s["rows"]
+    if at != m["rows"]:
+        raise IndexError_(f"{path}: the shards hold {at} rows, the manifest says {m['rows']}")
     return m
+
+
+def check_shard(path, entry: dict, bits: int, live: int, rows: int) -> None:
+    """Refuse a shard file that is not what its manifest entry says (bits, rows; a shard file is written
+    whole, without tombstones, so its live rows are its rows)."""
+    if rows != entry["rows"] or live != entry["rows"]:
+        raise IndexError_(f"{path}: {live} rows ({rows} with removed ones), its entry in {MANIFEST} says "
+                          f"{entry['rows']}")

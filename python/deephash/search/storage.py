@@ -26,6 +26,7 @@ import deephash_ext
 from . import index_file
 from .index_file import IndexError_
 
+GARBAGE_FLOOR = 1 << 20  # bytes of older versions an index file may carry whatever its size
 _FAR = torch.iinfo(torch.int32).max  # distance given to dead candidates so that they sort last
 
 
@@ -70,6 +71,8 @@ class CodeStore:
         return self.rows - int(self.dead.numel())
 
     def segments(self, check: bool = True) -> list[Segment]:
+        if self.file is not None:
+            self.file.check_size()
         segs = list(self.frozen)
         if self._n:
             segs.append(Segment(self._codes[:self._n], self._ids[:self._n], self.persisted))
@@ -80,8 +83,7 @@ class CodeStore:
         return segs
 
     def _check(self, s: Segment) -> None:
-        first = sum(len(e.crc) for e in self.file.state.extents[:s.extent])
-        problems = self.file.verify_extent(s.extent, first)
+        problems = self.file.verify_extent(s.extent, self.file.first_block[s.extent])
         if problems:
             raise IndexError_(f"{self.file.path}: corrupted index file: " + "; ".join(problems))
         s.checked = True
@@ -281,8 +283,15 @@ class CodeStore:
         file this index was loaded from (or last saved to), unchanged since, and only rows were added
         or removed; otherwise (or with compact=True) writes the whole file anew, atomically."""
         f = self.file
-        if (not compact and f is not None and block_bytes is None and _same_file(path, f)
-                and int(self.dead.numel()) * 2 <= max(self.rows, 1)):
+        same = not compact and f is not None and block_bytes is None and _same_file(path, f)
+        if (same and not self._n and self.meta == f.state.meta and self.dead.numel() == len(f.state.dead)
+                and _unchanged_since(f)):
+            return  # nothing changed since the file was written or loaded: a save writes nothing
+        # Each append writes a new directory (with every tombstone) and leaves the older ones behind:
+        # once that garbage passes the bytes the index uses (and a floor), the next save rewrites the
+        # file, so that it stays within O(rows + tombstones) bytes, rewrites amortised over the appends.
+        if (same and int(self.dead.numel()) * 2 <= max(self.rows, 1)
+                and f.size - f.state.used_bytes() <= max(f.state.used_bytes(), GARBAGE_FLOOR)):
             # The tail goes in whole, dead rows included, so every row keeps its position.
             appended = index_file.append_file(f, lambda: self.iter_rows(self.persisted, live_only=False), self._n,
                                               self.dead.numpy(), self.meta)
@@ -315,6 +324,24 @@ class CodeStore:
             where = self.file.path if self.file is not None else "index"
             raise IndexError_(f"{where}: corrupted index: " + "; ".join(problems))
         return blocks
+
+
+def _unchanged_since(f: index_file.MappedFile) -> bool:
+    """Whether the file f maps still holds the version f holds (nobody saved there since)."""
+    try:
+        fd = os.open(f.path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (f.dev, f.ino):
+            return False
+        version, state = index_file.read_header(fd, f.path, st.st_size)
+        return version == 2 and state.seq == f.state.seq
+    except (OSError, IndexError_):
+        return False
+    finally:
+        os.close(fd)
 
 
 def _same_file(path, f: index_file.MappedFile) -> bool:

@@ -27,7 +27,7 @@ def self_supervised_data(data, out: Path, *, quick: bool, seed: int, device: str
     out.mkdir(parents=True, exist_ok=True)  # the run directory holds the embeddings too
     path = out / "embeddings.npz"
     info = self_supervised_embeddings(data, path, config=config_from(quick=quick), seed=seed, device=device,
-                                      progress=progress)
+                                      progress=progress, clamp_subset=True)
     if info["y"] is None:
         raise ValueError(f"{data}: the demo evaluates against labels; the data set has none")
     how = f"trained in {info['train_seconds']:.0f} s" if info["trained"] else "from the cache"

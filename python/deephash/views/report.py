@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from . import viz
 
 METRIC_COLUMNS = ("mAP@1000", "mAP@all", "mAP@all-tie-aware", "P@1000", "P@r2", "P@r2-empty")
@@ -90,9 +90,54 @@ def read_run(path) -> Run:
     if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 1 << 20:
         raise ReportError(f"{p / 'config.json'}: model.bits must be a code length in bits, got {bits!r}")
     metrics = _read_json(p / "metrics.json")
+    _check_fields(p / "config.json", cfg, CONFIG_FIELDS)
+    _check_fields(p / "config.json", cfg["model"], MODEL_FIELDS, "model.")
+    _check_fields(p / "metrics.json", metrics, METRIC_FIELDS)
+    curve = metrics.get("pr_curve")
+    if curve is not None:
+        _check_fields(p / "metrics.json", curve, {key: _numbers for key in ("radius", "precision", "recall")},
+                      "pr_curve.", required=True)
+        if len({len(curve[key]) for key in ("radius", "precision", "recall")}) != 1:
+            raise ReportError(f"{p / 'metrics.json'}: pr_curve.radius, .precision and .recall differ in length")
     if not (p / "model.pt").is_file():
         raise ReportError(f"{p}: not a run directory (no model.pt)")
     return Run(p, cfg, metrics)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and all(_number(x) for x in v)
+
+
+def _check_fields(path: Path, d, fields: dict, prefix: str = "", required: bool = False) -> None:
+    """Refuse, naming the file and the key, a value of ``d`` that is not what the report reads there (a
+    hand-edited or foreign run file); absent keys are fine unless ``required``."""
+    if not isinstance(d, dict):
+        raise ReportError(f"{path}: {prefix.rstrip('.')} must be a JSON object")
+    for key, ok in fields.items():
+        if key not in d:
+            if required:
+                raise ReportError(f"{path}: {prefix}{key} is missing")
+            continue
+        if not ok(d[key]):
+            raise ReportError(f"{path}: {prefix}{key} has the wrong type or value ({_short(d[key])})")
+
+
+def _short(v) -> str:
+    text = json.dumps(v) if isinstance(v, (dict, list, str, int, float, bool)) or v is None else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+CONFIG_FIELDS = {"seed": lambda v: _int(v) and 0 <= v < 2**32, "data": lambda v: isinstance(v, str),
+                 "split_seed": lambda v: v is None or (_int(v) and 0 <= v < 2**32)}
+MODEL_FIELDS = {"method": lambda v: isinstance(v, str), "in_dim": lambda v: _int(v) and v >= 1,
+                "filter": lambda v: v is None or isinstance(v, str)}
+METRIC_FIELDS = {**{key: _number for key in (*METRIC_COLUMNS, "train_seconds")},
+                 "loss_history": _numbers, "pr_curve": lambda v: isinstance(v, dict)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,12 +335,14 @@ def build_report(run_dirs, out, *, data=None, split_seed=None, k: int = 10, per_
                                               grid=name == GRID_BASELINE))
     page = render_html(entries, list(datasets.values()), runs, notes, k=k, per_class=per_class, seed=seed,
                        title=title)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    # The package's one writer: a temporary of a unique name (O_EXCL, so a planted symlink is never
+    # followed), renamed over a regular file; a device or FIFO is written in place (deephash.atomic).
+    with atomic_write(out) as f:
+        f.write(page.encode("utf-8"))
     grid_written = None
     if grid_out is not None and entries[0].grid is not None:
-        Path(grid_out).write_bytes(entries[0].grid)
+        with atomic_write(grid_out) as f:
+            f.write(entries[0].grid)
         grid_written = Path(grid_out)
     return {"out": out, "grid": grid_written, "entries": entries, "notes": notes}
 

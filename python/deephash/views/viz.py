@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
+
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -300,6 +302,11 @@ def _fit_tile(a: np.ndarray) -> np.ndarray:
     return box
 
 
+# Every text these figures draw (run and folder names, labels, titles) is plain text: with mathtext on,
+# a name holding `$` was parsed as a formula (and refused with matplotlib's parser messages).
+PLAIN_TEXT = {"text.parse_math": False}
+
+
 def _fits(text: str, width_px: int, size_pt: float) -> str:
     # DejaVu Sans averages about 0.6 em per character.
     max_chars = max(1, int(width_px / (0.6 * size_pt * 100 / 72)))
@@ -346,7 +353,7 @@ def draw_neighbour_grid(images: ItemImages, query_rows, query_labels, result_row
                           "#1a6e1a" if ok else "#a01010"))
         layout.rows.append(row)
 
-    with plt.style.context("default"):
+    with plt.style.context("default"), plt.rc_context(PLAIN_TEXT):
         dpi = 100
         fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
         fig.figimage(canvas, 0, 0, origin="upper")
@@ -361,7 +368,8 @@ def draw_neighbour_grid(images: ItemImages, query_rows, query_labels, result_row
             fig.text(x, height - y, s, transform=ident, fontsize=6.5, va="top", ha="center", color=colour)
         data = figure_png(fig, dpi=dpi)
     if path is not None:
-        Path(path).write_bytes(data)
+        with atomic_write(path) as f:
+            f.write(data)
     return data, layout
 
 
@@ -457,7 +465,7 @@ def line_figure(series: list, xlabel: str, ylabel: str, title: str, *, xlog: boo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with plt.style.context("default"):
+    with plt.style.context("default"), plt.rc_context(PLAIN_TEXT):
         fig, ax = plt.subplots(figsize=size, dpi=100)
         for label, xs, ys, style in series:
             ax.plot(xs, ys, label=label, **(style or {}))
