@@ -46,7 +46,7 @@ std::tuple<at::Tensor, at::Tensor> hamming_topk_cpu(const at::Tensor& q, const a
   // Per (query, chunk) winners when the database is split: [Q][chunks] lists of (distance, row).
   std::vector<std::vector<std::pair<int32_t, int64_t>>> partial(chunks > 1 ? Q * chunks : 0);
 
-  dispatch_code(B, [&](auto tag) {
+  dispatch_scan_code(B, [&](auto tag) {
     using Code = code_t<decltype(tag)>;
     at::parallel_for(0, qblocks * chunks, 1, [&](int64_t w0, int64_t w1) {
       std::vector<Candidates> cand(kScanQueryBlock);

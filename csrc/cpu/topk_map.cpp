@@ -182,7 +182,7 @@ enum class Pass { kAverage, kIndexRecords };
 // [n][QB] in rec[0] (one count, one pointer); a mixed one a buffer per query.
 template <Pass kPass, bool kShared, class Code, class Labels>
 void block_pass(const std::array<Code, kQueryBlock>& code,
-                const std::array<typename Labels::Query, kQueryBlock>& relevant, const uint8_t* db,  // [N, B]
+                const std::array<typename Labels::Query, kQueryBlock>& relevant, ScanRows<Code>& rows,  // the database, [N, B]
                 const Labels& labels, int64_t N, int64_t stride,
                 uint64_t* hist, std::array<std::vector<uint64_t>, kQueryBlock>& rec,
                 std::array<int64_t, kQueryBlock>& n_rec) {
@@ -199,7 +199,7 @@ void block_pass(const std::array<Code, kQueryBlock>& code,
       }
     }
     uint64_t* shared_rec = recp[0] + n_rec[0] * QB;  // kShared: this row's QB slots
-    const uint8_t* p = db + t0 * stride;
+    const uint8_t* p = rows.tile(t0, t1);
     for (int64_t r = t0; r < t1; ++r, p += stride) {
       const auto row_label = labels.row(r);
       [[maybe_unused]] int64_t y_shared = 0;
@@ -244,6 +244,7 @@ void map_queries(const uint8_t* q,   // [Q, B]
     std::vector<uint64_t> hist_all(kQueryBlock * bins * (kRecords ? 1 : 2));
     std::array<std::vector<uint64_t>, kQueryBlock> rec;
     std::vector<int64_t> start(bins), rel_start(bins), rel_seen(bins);
+    ScanRows<Code> rows(db, N, B);
     for (int64_t b = b0; b < b1; ++b) {
       const QueryBlock& blk = blocks[b];
       // Local copies: the histogram stores would otherwise force reloads of the query words.
@@ -261,9 +262,9 @@ void map_queries(const uint8_t* q,   // [Q, B]
       }
       std::array<int64_t, kQueryBlock> n_rec{};
       if (blk.shared)
-        block_pass<kPass, true>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
+        block_pass<kPass, true>(code, relevant, rows, labels, N, stride, hist_all.data(), rec, n_rec);
       else
-        block_pass<kPass, false>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
+        block_pass<kPass, false>(code, relevant, rows, labels, N, stride, hist_all.data(), rec, n_rec);
       for (int64_t j = 0; j < blk.n; ++j) {
         if constexpr (kRecords)
           out[qi[j]] = blk.shared ? index_ap(hist_all.data() + j, kQueryBlock, bins, shift, rec[0].data() + j, kQueryBlock,
@@ -362,7 +363,7 @@ at::Tensor topk_map_cpu(const at::Tensor& q, const at::Tensor& db, const at::Ten
   const uint8_t* qp = qc.const_data_ptr<uint8_t>();
   const uint8_t* dp = dbc.const_data_ptr<uint8_t>();
   double* op = out.mutable_data_ptr<double>();
-  dispatch_code(B, [&](auto tag) {
+  dispatch_scan_code(B, [&](auto tag) {
     using Code = code_t<decltype(tag)>;
     if (multi_hot) {
       const at::Tensor qm = label_masks(q_labels), dm = label_masks(db_labels);
