@@ -13,7 +13,8 @@ The peers group times exact k-NN (Q=1000, k=100) at each width of --peer-bits ag
 IndexBinaryFlat (and both at --peer-n-fast, 1e6 codes), and with usearch's exact search and simsimd's
 cdist + a numpy top-k at --peer-n-slow (1e5) codes, where all four run: those two take a minute per
 width at 1e6. FAISS, usearch and simsimd read the same packed bytes; a width that is not a whole
-number of bytes runs as its byte width (the zero padding adds nothing to a distance).
+number of bytes runs as its byte width (the zero padding adds nothing to a distance). A peer whose
+first call takes over 2 s is timed by that one call (FAISS takes 20-40 s at some widths at 1e6).
 """
 from __future__ import annotations
 
@@ -62,8 +63,10 @@ class Table:
         self.baselines = baselines  # False: time our ops only (e.g. to compare two builds)
 
     def base(self, fn, repeats):
-        """Median time of a baseline, or None when baselines are off."""
-        return median_time(fn, repeats) if self.baselines else None
+        """Median time of a baseline (repeats=0: one call, no warm-up), or None when baselines are off."""
+        if not self.baselines:
+            return None
+        return median_time(fn, 1, warmup=0) if repeats == 0 else median_time(fn, repeats)
 
     def add(self, op, config, ours, base_name, base, note=""):
         if base is None:
@@ -190,7 +193,9 @@ def bench_peers(t, quick, repeats, bits_list=PEER_BITS, n_fast=1_000_000, n_slow
                               flush=True)
                     continue
                 fn = peers[name]
-                theirs = t.base(lambda: fn(qn, dbn, k), 1 if name in slow else repeats)
+                theirs = t.base(lambda: fn(qn, dbn, k), 0) if t.baselines else None
+                if theirs is not None and theirs < 2.0:  # one call of seconds is its own warm-up and median
+                    theirs = t.base(lambda: fn(qn, dbn, k), repeats)
                 # Same distances (peers order ties their own way, so rows may differ inside a tie).
                 same = t.baselines and np.array_equal(np.asarray(fn(qn[:20], dbn, k)[0]).astype(np.int64), want)
                 t.add("hamming_topk", config, ours, name, theirs,

@@ -23,7 +23,7 @@
 namespace deephash {
 namespace {
 
-constexpr int64_t kQueryBlock = 16;
+constexpr int64_t kQueryBlock = 64;  // queries that share a (padded) tile: see kScanQueryBlock
 
 struct Hits {
   std::vector<int32_t> dist;  // row order

@@ -328,13 +328,15 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                          const Labels& labels, int64_t Q, int64_t N, int64_t B, int64_t kk,
                          double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
-  const int64_t blocks = (Q + kScanQueryBlock - 1) / kScanQueryBlock;
+  // Blocks of up to kScanQueryBlock queries, but at least one per thread (threads split only queries here).
+  const int64_t qb = std::clamp<int64_t>((Q + at::get_num_threads() - 1) / at::get_num_threads(), 16, kScanQueryBlock);
+  const int64_t blocks = (Q + qb - 1) / qb;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<Candidates> cand(kScanQueryBlock);
+    std::vector<Candidates> cand(qb);
     std::vector<int64_t> start(bins), rel_start(bins);
     std::vector<uint8_t> rel;
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = b * kScanQueryBlock, i1 = std::min(Q, i0 + kScanQueryBlock);
+      const int64_t i0 = b * qb, i1 = std::min(Q, i0 + qb);
       scan_queries<Code>(q, db, B, i0, i1, 0, N, kk, cand);
       for (int64_t i = i0; i < i1; ++i) out[i] = candidates_ap(cand[i - i0], labels, i, kk, start, rel_start, rel);
     }
