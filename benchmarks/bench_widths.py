@@ -103,8 +103,8 @@ def main():
 
     lines = [_record.header("Hamming ops across code widths").rstrip(), f"- simd: {de.simd_level()}",
              f"- N={n}, Q={q}, k={args.k}, hamming_distance Q={min(args.dist_q, q)}, hamming_range radius "
-             f"bits/2 - 3.7 sd, {args.rounds} interleaved rounds, {args.clock} clock, {args.threads} thread(s), medians (ms); ratio: time / time at the "
-             f"power-of-two width at or above", "",
+             f"bits/2 - 3.7 sd, {args.rounds} interleaved rounds, {args.clock} clock, {args.threads} thread(s), "
+             f"medians (ms); ratio: time / time at the power-of-two width at or above", "",
              "| bits | " + " | ".join(f"{op} (ms) | ratio" for op in ops) + " |",
              "|---" * (1 + 2 * len(ops)) + "|"]
     for bits in widths:
