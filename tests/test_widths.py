@@ -95,3 +95,15 @@ def test_many_queries_share_padded_tiles(B, gen, device):
     d, i = de.hamming_topk(*to(device, q, db), 50)
     rd, ri = ref.hamming_topk(q, db, 50)
     assert torch.equal(d.cpu(), rd) and torch.equal(i.cpu(), ri)
+
+
+def test_large_k_shrinks_the_query_block(gen, device):
+    # k = 30,000 of 50,000 rows: 64 queries' candidate buffers would pass the scan's 32 MiB, so a block
+    # holds fewer (55 here); 70 queries then span two blocks of different sizes.
+    q, db = random_bytes(70, 6, gen), random_bytes(50_000, 6, gen, distinct=2000)
+    d, i = de.hamming_topk(*to(device, q, db), 30_000)
+    rd, ri = ref.hamming_topk(q, db, 30_000)
+    assert torch.equal(d.cpu(), rd) and torch.equal(i.cpu(), ri)
+    ql, dl = torch.randint(0, 3, (70,), generator=gen), torch.randint(0, 3, (50_000,), generator=gen)
+    torch.testing.assert_close(de.topk_map(*to(device, q, db, ql, dl), 150, "index").cpu(),
+                               ref.topk_map(q, db, ql, dl, 150, "index"), rtol=1e-10, atol=1e-12)

@@ -38,6 +38,13 @@ constexpr int64_t kScanQueryBlock = 64;
 // of fewer rows than that never trims (the slack covers the rows a group test writes at once).
 inline int64_t scan_capacity(int64_t kk, int64_t n) { return std::min(n + 32, 2 * kk + 1024); }
 
+// Queries per block of a scan of n rows with cut-off kk: kScanQueryBlock, or fewer (not below 16)
+// where the block's candidate buffers (12 bytes a slot) would pass 32 MiB, as with a large k.
+inline int64_t scan_query_block(int64_t kk, int64_t n) {
+  const int64_t per_query = 12 * scan_capacity(kk, n);
+  return std::clamp<int64_t>((int64_t{32} << 20) / std::max<int64_t>(per_query, 1), 16, kScanQueryBlock);
+}
+
 class Candidates {
  public:
   void reset(int64_t cap, int32_t max_dist) {

@@ -354,8 +354,9 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                          const Labels& labels, int64_t Q, int64_t N, int64_t B, int64_t kk,
                          double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
-  // Blocks of up to kScanQueryBlock queries, but at least one per thread (threads split only queries here).
-  const int64_t qb = std::clamp<int64_t>((Q + at::get_num_threads() - 1) / at::get_num_threads(), 16, kScanQueryBlock);
+  // Blocks of up to scan_query_block queries, but at least one per thread (threads split only queries here).
+  const int64_t qb = std::clamp<int64_t>((Q + at::get_num_threads() - 1) / at::get_num_threads(), 16,
+                                         scan_query_block(kk, N));
   const int64_t blocks = (Q + qb - 1) / qb;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     std::vector<Candidates> cand(qb);
