@@ -7,6 +7,14 @@ Prints one markdown table of medians and ratios (baseline time / ours, so > 1 me
     python benchmarks/bench_retrieval.py --quick         # small sizes, a smoke run
     python benchmarks/bench_retrieval.py --only faiss --faiss-sizes 1000000   # one group, one size
     python benchmarks/bench_retrieval.py --no-baselines  # our ops only: before/after runs of two builds
+    python benchmarks/bench_retrieval.py --only peers    # hamming_topk vs FAISS, usearch, simsimd, 8..256 bits
+
+The peers group times exact k-NN (Q=1000, k=100) at each width of --peer-bits against FAISS
+IndexBinaryFlat (and both at --peer-n-fast, 1e6 codes), and with usearch's exact search and simsimd's
+cdist + a numpy top-k at --peer-n-slow (1e5) codes, where all four run: those two take a minute per
+width at 1e6. FAISS, usearch and simsimd read the same packed bytes; a width that is not a whole
+number of bytes runs as its byte width (the zero padding adds nothing to a distance). A peer whose
+first call takes over 2 s is timed by that one call (FAISS takes 20-40 s at some widths at 1e6).
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import deephash_ext as de  # noqa: E402
 from deephash_ext import reference as ref  # noqa: E402
-from benchmarks.baselines import faiss_binary_knn  # noqa: E402
+from benchmarks.baselines import faiss_binary_knn, simsimd_knn, usearch_knn  # noqa: E402
 
 
 # The clock of median_time: wall time, or with --clock cpu the CPU time of the process, which a busy
@@ -55,8 +63,10 @@ class Table:
         self.baselines = baselines  # False: time our ops only (e.g. to compare two builds)
 
     def base(self, fn, repeats):
-        """Median time of a baseline, or None when baselines are off."""
-        return median_time(fn, repeats) if self.baselines else None
+        """Median time of a baseline (repeats=0: one call, no warm-up), or None when baselines are off."""
+        if not self.baselines:
+            return None
+        return median_time(fn, 1, warmup=0) if repeats == 0 else median_time(fn, repeats)
 
     def add(self, op, config, ours, base_name, base, note=""):
         if base is None:
@@ -141,6 +151,57 @@ def bench_topk_map(t, quick, repeats):
           "tie-aware")
 
 
+PEER_BITS = (8, 12, 16, 24, 32, 48, 64, 72, 96, 128, 256)
+
+
+def bench_peers(t, quick, repeats, bits_list=PEER_BITS, n_fast=1_000_000, n_slow=100_000):
+    """hamming_topk against every outside exact k-NN at each width; a peer that is not installed is n/a."""
+    peers = {}
+    try:
+        import faiss
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        peers["faiss IndexBinaryFlat"] = lambda qn, dbn, k: faiss_binary_knn(qn, dbn, k)
+    except ImportError:
+        print("faiss-cpu is not installed: FAISS is n/a", file=sys.stderr)
+    # simsimd before usearch: usearch imports numkong, after which simsimd.cdist refuses every input
+    # ("Input tensors must have matching datatypes"; simsimd 6.5.16, usearch 2.26.6, numkong 7.8.6).
+    try:
+        import simsimd  # noqa: F401
+        peers["simsimd cdist + numpy top-k"] = lambda qn, dbn, k: simsimd_knn(qn, dbn, k, torch.get_num_threads())
+    except ImportError:
+        print("simsimd is not installed: simsimd is n/a", file=sys.stderr)
+    try:
+        import usearch  # noqa: F401
+        peers["usearch exact"] = lambda qn, dbn, k: usearch_knn(qn, dbn, k, torch.get_num_threads())
+    except ImportError:
+        print("usearch is not installed: usearch is n/a", file=sys.stderr)
+    slow = {"usearch exact", "simsimd cdist + numpy top-k"}
+    Q, k = (100, 10) if quick else (1000, 100)
+    if quick:
+        n_fast, n_slow = 100_000, 10_000
+    for N in (n_fast, n_slow):
+        for bits in bits_list:
+            q, db = codes(Q, bits, 30 + bits), codes(N, bits, 40 + bits)
+            qn, dbn = q.numpy(), db.numpy()
+            ours = median_time(lambda: de.hamming_topk(q, db, k), repeats)
+            want = de.hamming_topk(q[:20], db, k)[0].numpy()
+            for name in ("faiss IndexBinaryFlat", "usearch exact", "simsimd cdist + numpy top-k"):
+                config = f"Q={Q} N={N:.0e} {bits}b k={k}"
+                if name not in peers or (name in slow and N != n_slow):
+                    if name not in peers:
+                        print(f"| hamming_topk | {config} | {ours * 1e3:.2f} | {name} | n/a | n/a | not installed |",
+                              flush=True)
+                    continue
+                fn = peers[name]
+                theirs = t.base(lambda: fn(qn, dbn, k), 0) if t.baselines else None
+                if theirs is not None and theirs < 2.0:  # one call of seconds is its own warm-up and median
+                    theirs = t.base(lambda: fn(qn, dbn, k), repeats)
+                # Same distances (peers order ties their own way, so rows may differ inside a tie).
+                same = t.baselines and np.array_equal(np.asarray(fn(qn[:20], dbn, k)[0]).astype(np.int64), want)
+                t.add("hamming_topk", config, ours, name, theirs,
+                      f"{Q * N / ours / 1e9:.2f}e9 pairs/s; distances equal: {same}")
+
+
 def machine():
     try:
         model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -154,7 +215,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--only", choices=["bits", "faiss", "map"], help="run one group")
+    ap.add_argument("--only", choices=["bits", "faiss", "map", "peers"], help="run one group")
+    ap.add_argument("--peer-bits", type=lambda v: [int(b) for b in v.split(",")], default=list(PEER_BITS),
+                    help="code widths of the peers group (default 8..256)")
+    ap.add_argument("--peer-n-fast", type=float, default=1e6, help="peers group: codes for ours and FAISS")
+    ap.add_argument("--peer-n-slow", type=float, default=1e5, help="peers group: codes where all peers run")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: the process's CPU time, steadier than wall time on a shared machine")
     ap.add_argument("--no-baselines", action="store_true",
@@ -176,6 +241,9 @@ def main():
         bench_topk_map(t, args.quick, args.repeats)
     if args.only in (None, "faiss"):
         bench_topk_vs_faiss(t, args.quick, 3 if not args.quick else args.repeats, args.faiss_sizes)
+    if args.only in (None, "peers"):
+        bench_peers(t, args.quick, 3 if not args.quick else args.repeats, args.peer_bits, int(args.peer_n_fast),
+                    int(args.peer_n_slow))
 
 
 if __name__ == "__main__":

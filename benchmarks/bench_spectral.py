@@ -5,6 +5,7 @@ Prints a markdown table of median wall times and ratios (reference / deephash_ex
 kernel is faster). Example:
 
     python benchmarks/bench_spectral.py --threads 2 --reps 5
+    python benchmarks/bench_spectral.py --profile --shapes 64x128x256   # where fwd+bwd spends its time
 """
 from __future__ import annotations
 
@@ -46,6 +47,39 @@ def graphs(Bt: int, n: int, dtype, seed: int = 0) -> torch.Tensor:
     return R.normalized_laplacian(A)
 
 
+def profile(Bt: int, n: int, d: int, dtype, K: int, reps: int, warmup: int, clock) -> None:
+    """The parts of chebyshev fwd+bwd timed alone, interleaved with the whole: the eigendecomposition
+    (ours and torch's) and one batched product of each shape the op runs (forward: Uᵀ x and U g Z, two
+    [n, n] x [n, d]; backward: Uᵀ ∂y and U g Zg (two more), Zg Zxᵀ ([n, d] x [d, n]) and U W Uᵀ (two
+    [n, n] x [n, n]))."""
+    L = graphs(Bt, n, dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(Bt, n, d, generator=g, dtype=dtype)
+    theta = torch.randn(K, generator=g, dtype=dtype)
+    _, U = torch.linalg.eigh(L)
+    W = torch.randn(Bt, n, n, generator=g, dtype=dtype)
+
+    def fwd_bwd(f):
+        xs, Ls, ts = (t.detach().requires_grad_() for t in (x, L, theta))
+        y = f(xs, Ls, ts, "chebyshev")
+        torch.autograd.grad(y, (xs, Ls, ts), torch.ones_like(y))
+
+    parts = {
+        "deephash_ext eigh": lambda: dh.eigh(L),
+        "torch.linalg.eigh": lambda: torch.linalg.eigh(L),
+        "bmm [n,n]x[n,d] (x4 per fwd+bwd)": lambda: torch.bmm(U.mT, x),
+        "bmm [n,d]x[d,n] (x1)": lambda: torch.bmm(x, x.mT),
+        "bmm [n,n]x[n,n] (x2)": lambda: torch.bmm(U, W),
+        "deephash_ext fwd+bwd": lambda: fwd_bwd(dh.spectral_filter),
+        "reference fwd+bwd": lambda: fwd_bwd(R.spectral_filter),
+    }
+    times = median_ms(list(parts.values()), reps, warmup, clock)
+    print(f"| part ({Bt}x{n}x{d}, chebyshev) | ms |")
+    print("|---|---:|")
+    for name, t in zip(parts, times):
+        print(f"| {name} | {t:.1f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -56,6 +90,7 @@ def main() -> None:
     p.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES),
                    help="comma-separated BtxNxD list")
     p.add_argument("--bases", default=",".join(BASES))
+    p.add_argument("--profile", action="store_true", help="time the parts of chebyshev fwd+bwd instead")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: the process's CPU time, steadier than wall time on a shared machine")
     args = p.parse_args()
@@ -67,6 +102,10 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, K={args.K}, "
           f"median of {args.reps} (after {args.warmup} warm-up), {args.clock} clock\n")
+    if args.profile:
+        for Bt, n, d in shapes:
+            profile(Bt, n, d, dtype, args.K, args.reps, args.warmup, clock)
+        return
     print("| op | Bt x n x d | basis | deephash_ext ms | reference ms | ratio |")
     print("|---|---|---|---:|---:|---:|")
 

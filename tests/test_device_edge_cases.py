@@ -225,8 +225,9 @@ def labels(n, g, classes=5):
 
 @pytest.mark.parametrize("ties,k", [("index", 0), ("index", 500), ("average", 0)])
 def test_topk_map_wide_codes_and_query_batches(device, ties, k):
-    """320-bit codes take the byte path; on CUDA, 1,200 queries of 320 bits over 1e6 rows need two
-    query batches of the index path's counters (1 GiB budget): the split must not show."""
+    """320-bit codes (40 bytes) take the padded 48-byte scan on the CPU and any-width row loads on CUDA;
+    on CUDA, 1,200 queries of 320 bits over 1e6 rows need two query batches of the index path's
+    counters (1 GiB budget): the split must not show."""
     big = device == "cuda"
     Q, N, bits = (1200, 1_000_000, 320) if big else (40, 3000, 320)
     g = gen(7)

@@ -112,7 +112,7 @@ def test_hamming_distance_few_queries_large_db(gen, device):
 
 @pytest.mark.parametrize("bits", [8, 20, 64, 128, 256, 1024, 4096])
 def test_hamming_distance_unaligned_rows(bits, gen, device):
-    # Rows that start off an 8-byte boundary take the byte path on CUDA; many rows, several blocks.
+    # Rows that start off an 8-byte boundary take the any-width row loads on CUDA; many rows, several blocks.
     q, db = random_codes(40, bits, gen), random_codes(3000, bits, gen)
     want = distances_by_matmul(q, db)
     assert torch.equal(de.hamming_distance(*to(device, q, db)).cpu(), want)

@@ -1,9 +1,16 @@
 // Host-side Hamming distance over packed codes: XOR + popcount on 64-bit words.
 //
-// A query is loaded once into a small word array (FixedCode for the common widths, so the word
+// A query is loaded once into a small word array (FixedCode for the fast widths, so the word
 // loop unrolls and the query stays in registers; AnyCode for every other width), then compared
-// against database rows read straight from memory. Loads go through memcpy: rows are only
-// byte-aligned, and memcpy of a constant size compiles to one unaligned load.
+// against database rows read from memory. Loads go through memcpy: rows are only byte-aligned,
+// and memcpy of a constant size compiles to one unaligned load.
+//
+// Scans (hamming_topk, topk_map, hamming_range, hamming_distance) run at every width on a fast
+// layout: dispatch_scan_code picks FixedCode<P> for the padded width P (8, 16, 24, 32, 48 or 64
+// bytes) at or above the code width, and ScanRows copies each database tile into rows of P bytes
+// with zero padding, which the block of queries sharing the tile then rereads from cache. Zero bytes
+// add nothing to a distance, so 48-bit codes run the 64-bit kernel on a copy that costs one load,
+// mask and store per row. Wider codes (> 64 bytes) take AnyCode: whole words and one tail word.
 #pragma once
 
 #include <algorithm>
@@ -20,12 +27,38 @@ namespace deephash {
 inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
 
 
-// Word i of a code of `bytes` bytes; the bytes past the end read as zero.
+// Word i of a code of `bytes` bytes; the bytes past the end read as zero. (A memcpy of a size
+// known at compile time; elsewhere it is a call: see load_tail.)
 inline uint64_t load_word(const uint8_t* p, int64_t i, int64_t bytes) {
   uint64_t v = 0;
-  const int64_t n = std::min<int64_t>(8, bytes - 8 * i);
+  const int64_t n = std::clamp<int64_t>(bytes - 8 * i, 0, 8);
   std::memcpy(&v, p + 8 * i, static_cast<size_t>(n));
   return v;
+}
+
+inline uint64_t load64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// The n bytes at p (0 <= n <= 8) as the low bytes of a word, reading only those bytes: two
+// overlapping fixed-size loads (the bytes they share are the same, so OR joins them) instead of a
+// memcpy call of a run-time size. n is the same for every row of a scan, so the branches predict.
+inline uint64_t load_tail(const uint8_t* p, int64_t n) {
+  if (n >= 4) {
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    return static_cast<uint64_t>(lo) | (static_cast<uint64_t>(hi) << (8 * (n - 4)));
+  }
+  if (n >= 2) {
+    uint16_t lo, hi;
+    std::memcpy(&lo, p, 2);
+    std::memcpy(&hi, p + n - 2, 2);
+    return static_cast<uint64_t>(lo) | (static_cast<uint64_t>(hi) << (8 * (n - 2)));
+  }
+  return n == 1 ? p[0] : 0;
 }
 
 // Distances from code to the 8 rows of `stride` bytes at `rows`; returns the mask of the rows
@@ -51,8 +84,9 @@ struct FixedCode {
 
   static constexpr int64_t stride(int64_t /*bytes*/) { return Bytes; }
 
-  FixedCode(const uint8_t* p, int64_t /*bytes*/) {
-    for (int i = 0; i < kWords; ++i) w[i] = load_word(p, i, Bytes);
+  // p: a query of `bytes` <= Bytes bytes (a padded width reads zero past them).
+  FixedCode(const uint8_t* p, int64_t bytes) {
+    for (int i = 0; i < kWords; ++i) w[i] = load_word(p, i, std::min<int64_t>(bytes, Bytes));
   }
   inline int distance(const uint8_t* row) const {
     int d = 0;
@@ -144,25 +178,30 @@ struct FixedCode {
 #endif
 };
 
+// Any width: whole 64-bit words, then one tail word. Codes of 8 bytes or more load the tail as
+// the row's last 8 bytes, shifted (the query's tail word is stored shifted alike); shorter codes
+// by load_tail. Never reads past a row's end.
 struct AnyCode {
-  std::vector<uint64_t> w;
+  std::vector<uint64_t> w;  // whole words, then the tail word (if any) as the distance reads it
   int64_t bytes;
-  int64_t full;  // whole 64-bit words
+  int64_t full;   // whole 64-bit words
+  int64_t tail;   // bytes past them (0..7)
+  int shift;      // codes of >= 8 bytes: the tail word is load64(row + bytes - 8) >> shift
 
   static int64_t stride(int64_t bytes) { return bytes; }
 
-  AnyCode(const uint8_t* p, int64_t bytes_) : w((bytes_ + 7) / 8), bytes(bytes_), full(bytes_ / 8) {
-    for (size_t i = 0; i < w.size(); ++i) w[i] = load_word(p, static_cast<int64_t>(i), bytes);
+  AnyCode(const uint8_t* p, int64_t bytes_)
+      : w((bytes_ + 7) / 8), bytes(bytes_), full(bytes_ / 8), tail(bytes_ % 8), shift(static_cast<int>(8 * (8 - tail))) {
+    for (int64_t i = 0; i < full; ++i) w[i] = load64(p + 8 * i);
+    if (tail) w[full] = tail_word(p);
+  }
+  inline uint64_t tail_word(const uint8_t* row) const {
+    return full > 0 ? load64(row + bytes - 8) >> shift : load_tail(row, tail);
   }
   inline int distance(const uint8_t* row) const {
     int d = 0;
-    int64_t i = 0;
-    for (; i < full; ++i) {
-      uint64_t v;
-      std::memcpy(&v, row + 8 * i, 8);
-      d += popcount64(w[i] ^ v);
-    }
-    if (i < static_cast<int64_t>(w.size())) d += popcount64(w[i] ^ load_word(row, i, bytes));
+    for (int64_t i = 0; i < full; ++i) d += popcount64(w[i] ^ load64(row + 8 * i));
+    if (tail) d += popcount64(w[full] ^ tail_word(row));
     return d;
   }
   static constexpr int kRowsPerTest = 8;
@@ -171,7 +210,8 @@ struct AnyCode {
   }
 };
 
-// Calls f(Code{}) with the code type specialised for `bytes` (4, 8, 16, 32, 64) or AnyCode.
+// Calls f(Code*) with the code type specialised for `bytes` (4, 8, 16, 32, 64) or AnyCode, for
+// rows read in place at any width (MIH's candidate checks: the rows of a bucket are few).
 template <class F>
 inline void dispatch_code(int64_t bytes, F&& f) {
   switch (bytes) {
@@ -183,6 +223,94 @@ inline void dispatch_code(int64_t bytes, F&& f) {
     default: f(static_cast<AnyCode*>(nullptr)); break;
   }
 }
+
+// The row width a scan of `bytes`-byte codes reads: the padded width of dispatch_scan_code (see
+// the top of this file), or `bytes` itself for 0 and > 64 bytes.
+inline int64_t scan_stride(int64_t bytes) {
+  if (bytes == 0 || bytes > 64) return bytes;
+  if (bytes <= 8) return 8;
+  if (bytes <= 16) return 16;
+  if (bytes <= 24) return 24;
+  if (bytes <= 32) return 32;
+  if (bytes <= 48) return 48;
+  return 64;
+}
+
+// Calls f(Code*) with the code type of a scan over rows of scan_stride(bytes) bytes (ScanRows).
+template <class F>
+inline void dispatch_scan_code(int64_t bytes, F&& f) {
+  switch (scan_stride(bytes)) {
+    case 8: f(static_cast<FixedCode<8>*>(nullptr)); break;
+    case 16: f(static_cast<FixedCode<16>*>(nullptr)); break;
+    case 24: f(static_cast<FixedCode<24>*>(nullptr)); break;
+    case 32: f(static_cast<FixedCode<32>*>(nullptr)); break;
+    case 48: f(static_cast<FixedCode<48>*>(nullptr)); break;
+    case 64: f(static_cast<FixedCode<64>*>(nullptr)); break;
+    default: f(static_cast<AnyCode*>(nullptr)); break;
+  }
+}
+
+// Copies n rows of `bytes` bytes at src into rows of Stride (> bytes, a multiple of 8) bytes at
+// dst, zero-padded. A row is read as Stride bytes (running into the next rows) and masked, word
+// by word, while those bytes end before `end` (the first byte that may not be read): a fixed
+// sequence of loads, ands and stores per row, which the compiler vectorises. The last rows, whose
+// Stride bytes would pass `end`, are read by whole words and load_tail.
+template <int Stride>
+inline void pad_rows(const uint8_t* src, int64_t n, int64_t bytes, const uint8_t* end, uint8_t* dst) {
+  constexpr int kWords = Stride / 8;
+  const int64_t full = bytes / 8, tail = bytes % 8;
+  uint64_t mask[kWords];
+  for (int i = 0; i < kWords; ++i)
+    mask[i] = i < full ? ~uint64_t{0} : i == full && tail ? ~uint64_t{0} >> (8 * (8 - tail)) : 0;
+  // Rows r with src + r * bytes + Stride <= end.
+  const int64_t room = (end - src) - Stride;
+  const int64_t fast = room < 0 ? 0 : std::min<int64_t>(n, room / bytes + 1);
+  int64_t r = 0;
+  for (; r < fast; ++r, src += bytes, dst += Stride) {
+    uint64_t v[kWords];
+    std::memcpy(v, src, Stride);
+    for (int i = 0; i < kWords; ++i) v[i] &= mask[i];
+    std::memcpy(dst, v, Stride);
+  }
+  for (; r < n; ++r, src += bytes, dst += Stride) {
+    uint64_t v[kWords] = {};
+    for (int64_t i = 0; i < full; ++i) v[i] = load64(src + 8 * i);
+    if (tail) v[full] = load_tail(src + 8 * full, tail);
+    std::memcpy(dst, v, Stride);
+  }
+}
+
+// The database rows of a scan in the layout of its Code (rows of Code::stride(bytes) bytes): the
+// rows themselves (AnyCode, or a FixedCode of the code's own width), or a zero-padded copy of one
+// tile at a time (pad_rows).
+template <class Code>
+class ScanRows {
+ public:
+  // db: rows [0, n) of `bytes` bytes; no byte past row n - 1 is read.
+  ScanRows(const uint8_t* db, int64_t n, int64_t bytes)
+      : db_(db), end_(db + n * bytes), bytes_(bytes), stride_(Code::stride(bytes)) {}
+
+  int64_t stride() const { return stride_; }
+
+  // Rows [t0, t1), as a pointer to row t0 with rows stride() bytes apart; valid until the next call.
+  const uint8_t* tile(int64_t t0, int64_t t1) {
+    if constexpr (std::is_same_v<Code, AnyCode>) {
+      return db_ + t0 * bytes_;
+    } else {
+      if (stride_ == bytes_) return db_ + t0 * bytes_;
+      const auto need = static_cast<size_t>((t1 - t0) * stride_);
+      if (buf_.size() < need) buf_.resize(need);
+      pad_rows<Code::stride(0)>(db_ + t0 * bytes_, t1 - t0, bytes_, end_, buf_.data());
+      return buf_.data();
+    }
+  }
+
+ private:
+  const uint8_t* db_;
+  const uint8_t* end_;
+  int64_t bytes_, stride_;
+  std::vector<uint8_t> buf_;
+};
 
 // Database rows per tile of a scan: about 32 KiB (the L1 data cache), so that a block of queries
 // rereads the tile from cache, and a multiple of `step` rows (a scan's test group), so that only

@@ -28,11 +28,22 @@
 
 namespace deephash {
 
-constexpr int64_t kScanQueryBlock = 16;  // queries that share each tile of the database
+// Queries that share each tile of the database (at most). A padded width (codes_cpu.h) copies the
+// tile once for them all: with 64 rather than 16, 48-bit codes scanned 1.04x the time of 64-bit
+// ones instead of 1.15x, and 96-bit 1.03x that of 128-bit instead of 1.10x (1e6 codes, CPU time
+// on the 2-core benchmark machine); the unpadded widths ran the same.
+constexpr int64_t kScanQueryBlock = 64;
 
 // Buffer rows for a scan of n rows with cut-off kk: room past kk amortises the trims, and a scan
 // of fewer rows than that never trims (the slack covers the rows a group test writes at once).
 inline int64_t scan_capacity(int64_t kk, int64_t n) { return std::min(n + 32, 2 * kk + 1024); }
+
+// Queries per block of a scan of n rows with cut-off kk: kScanQueryBlock, or fewer (not below 16)
+// where the block's candidate buffers (12 bytes a slot) would pass 32 MiB, as with a large k.
+inline int64_t scan_query_block(int64_t kk, int64_t n) {
+  const int64_t per_query = 12 * scan_capacity(kk, n);
+  return std::clamp<int64_t>((int64_t{32} << 20) / std::max<int64_t>(per_query, 1), 16, kScanQueryBlock);
+}
 
 class Candidates {
  public:
@@ -45,16 +56,18 @@ class Candidates {
     hist_.assign(max_dist + 1, 0);
   }
 
-  // Scans rows [r, r1) of db (rows of `stride` bytes from row 0) for code.
+  // Scans rows [r0, r1) for code; rows: row r0, the rows `stride` bytes apart.
   template <class Code>
-  void scan(const Code& query, const uint8_t* db, int64_t stride, int64_t r, int64_t r1, int64_t kk) {
+  void scan(const Code& query, const uint8_t* rows, int64_t stride, int64_t r0, int64_t r1, int64_t kk) {
     // A local copy: stores to row[] (int64) may alias the query words (uint64) of a shared object,
     // which would then be reloaded for every row.
     const Code code = query;
     Regs s = regs();
-    while (dense_ && r + Code::kRowsPerTest <= r1) r = scan_dense(code, db, stride, r, r1, kk, s);
-    r = scan_sparse(code, db, stride, r, r1, kk, s);
-    scan_tail(code, db, stride, r, r1, kk, s);
+    int64_t r = r0;
+    while (dense_ && r + Code::kRowsPerTest <= r1) r = scan_dense(code, rows + (r - r0) * stride, stride, r, r1, kk, s);
+    r = scan_sparse(code, rows + (r - r0) * stride, stride, r, r1, kk, s);
+    scan_tail(code, rows + (r - r0) * stride, stride, r, r1, kk, s);
+
     size_ = s.size;
     accept_ = s.accept;
     within_ = s.within;
@@ -145,15 +158,16 @@ class Candidates {
     within_ = full ? below : below + hist_[t];
   }
 
-  // Dense mode over at most kDenseRows rows from r; leaves it when no more than 1 row in 4 passed
-  // (the histogram, which this mode does not keep, is then recounted by a trim). Returns the next row.
+  // Dense mode over at most kDenseRows rows from r (at p); leaves it when no more than 1 row in 4
+  // passed (the histogram, which this mode does not keep, is then recounted by a trim). Returns the
+  // next row.
   template <class Code>
-  [[gnu::always_inline]] int64_t scan_dense(const Code& code, const uint8_t* db, int64_t stride, int64_t r,
+  [[gnu::always_inline]] int64_t scan_dense(const Code& code, const uint8_t* p, int64_t stride, int64_t r,
                                             int64_t r1, int64_t kk, Regs& s) {
     constexpr int64_t kDenseRows = 1024;
     const int64_t r_begin = r, e = r + std::min(r1 - r, kDenseRows) / 4 * 4;
     int64_t passed = 0, mark = s.size;  // rows kept in this chunk, across trims
-    for (const uint8_t* p = db + r * stride; r < e; r += 4, p += 4 * stride) {
+    for (; r < e; r += 4, p += 4 * stride) {
       if (s.size + 4 > s.cap) {
         passed += s.size - mark;
         s = trimmed(s, kk);
@@ -171,13 +185,12 @@ class Candidates {
     return r;
   }
 
-  // Sparse mode: groups of Code::kRowsPerTest rows up to r1. Returns the next row.
+  // Sparse mode: groups of Code::kRowsPerTest rows from r (at first) up to r1. Returns the next row.
   template <class Code>
-  [[gnu::always_inline]] int64_t scan_sparse(const Code& code, const uint8_t* db, int64_t stride, int64_t r,
+  [[gnu::always_inline]] int64_t scan_sparse(const Code& code, const uint8_t* first, int64_t stride, int64_t r,
                                              int64_t r1, int64_t kk, Regs& s) {
     constexpr int64_t kStep = Code::kRowsPerTest;
     const int64_t groups = (r1 - r) / kStep;
-    const uint8_t* const first = db + r * stride;
     const uint8_t* const end = first + groups * kStep * stride;
     for (const uint8_t* p = first; p != end; p += kStep * stride) {
       int32_t d[kStep];
@@ -226,9 +239,9 @@ class Candidates {
   }
 
   template <class Code>
-  [[gnu::always_inline]] void scan_tail(const Code& code, const uint8_t* db, int64_t stride, int64_t r, int64_t r1,
+  [[gnu::always_inline]] void scan_tail(const Code& code, const uint8_t* p, int64_t stride, int64_t r, int64_t r1,
                                         int64_t kk, Regs& s) {
-    for (const uint8_t* p = db + r * stride; r < r1; ++r, p += stride) {
+    for (; r < r1; ++r, p += stride) {
       if (s.size + 1 > s.cap) s = trimmed(s, kk);
       const int32_t d = code.distance(p);
       const int64_t keep = d <= s.accept;
@@ -252,14 +265,15 @@ class Candidates {
 
 // Scans database rows [r0, r1) for queries [q0, q1) (a block of at most kScanQueryBlock) and trims,
 // leaving query i's candidates in cand[i - q0]. Tile by tile, so that each query of the block
-// rereads the tile from the L1 cache.
+// rereads the tile (padded to the Code's width: codes_cpu.h) from the L1 cache.
 template <class Code>
 void scan_queries(const uint8_t* q,   // [Q, B]
                   const uint8_t* db,  // [N, B]
                   int64_t B, int64_t q0, int64_t q1, int64_t r0, int64_t r1, int64_t kk,
                   std::vector<Candidates>& cand) {
-  const int64_t tile = scan_tile_rows(B, Code::kRowsPerTest);
   const int64_t stride = Code::stride(B);  // a constant for the fixed widths
+  const int64_t tile = scan_tile_rows(stride, Code::kRowsPerTest);
+  ScanRows<Code> rows(db, r1, B);
   std::vector<Code> codes;
   codes.reserve(q1 - q0);
   for (int64_t i = q0; i < q1; ++i) {
@@ -268,7 +282,8 @@ void scan_queries(const uint8_t* q,   // [Q, B]
   }
   for (int64_t t0 = r0; t0 < r1; t0 += tile) {
     const int64_t t1 = std::min(r1, t0 + tile);
-    for (int64_t i = 0; i < q1 - q0; ++i) cand[i].scan(codes[i], db, stride, t0, t1, kk);
+    const uint8_t* p = rows.tile(t0, t1);
+    for (int64_t i = 0; i < q1 - q0; ++i) cand[i].scan(codes[i], p, stride, t0, t1, kk);
   }
   for (int64_t i = 0; i < q1 - q0; ++i) cand[i].trim(kk);
 }

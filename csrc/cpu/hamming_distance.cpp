@@ -18,13 +18,16 @@ void distance_block(const uint8_t* q,   // [Q, B]
                     const uint8_t* db,  // [N, B]
                     int32_t* out,       // [Q, N]
                     int64_t q0, int64_t q1, int64_t r0, int64_t r1, int64_t N, int64_t B) {
-  const int64_t tile = scan_tile_rows(B, 1);
+  const int64_t stride = Code::stride(B);
+  const int64_t tile = scan_tile_rows(stride, 1);
+  ScanRows<Code> rows(db, r1, B);
   for (int64_t t0 = r0; t0 < r1; t0 += tile) {
     const int64_t t1 = std::min(r1, t0 + tile);
+    const uint8_t* const p = rows.tile(t0, t1);
     for (int64_t i = q0; i < q1; ++i) {
       const Code code(q + i * B, B);
       int32_t* o = out + i * N;
-      for (int64_t r = t0; r < t1; ++r) o[r] = code.distance(db + r * B);
+      for (int64_t r = t0; r < t1; ++r) o[r] = code.distance(p + (r - t0) * stride);
     }
   }
 }
@@ -44,7 +47,7 @@ at::Tensor hamming_distance_cpu(const at::Tensor& q, const at::Tensor& db) {
   const int64_t threads = at::get_num_threads();
   const int64_t chunks = qblocks >= 4 * threads ? 1 : std::min<int64_t>(4 * threads, (N + 4095) / 4096);
   const int64_t chunk = (N + chunks - 1) / chunks;
-  dispatch_code(B, [&](auto tag) {
+  dispatch_scan_code(B, [&](auto tag) {
     using Code = code_t<decltype(tag)>;
     at::parallel_for(0, qblocks * chunks, 1, [&](int64_t w0, int64_t w1) {
       for (int64_t w = w0; w < w1; ++w) {

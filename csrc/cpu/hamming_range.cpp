@@ -23,7 +23,7 @@
 namespace deephash {
 namespace {
 
-constexpr int64_t kQueryBlock = 16;
+constexpr int64_t kQueryBlock = 64;  // queries that share a (padded) tile: see kScanQueryBlock
 
 struct Hits {
   std::vector<int32_t> dist;  // row order
@@ -36,17 +36,19 @@ void scan(const uint8_t* q,   // [Q, B]
           const uint8_t* db,  // [N, B]
           int64_t B, int64_t q0, int64_t q1, int64_t r0, int64_t r1, int32_t radius, Hits* out) {
   constexpr int64_t kStep = Code::kRowsPerTest;
-  const int64_t tile = scan_tile_rows(B, kStep);
   const int64_t stride = Code::stride(B);
+  const int64_t tile = scan_tile_rows(stride, kStep);
+  ScanRows<Code> rows(db, r1, B);
   std::vector<Code> codes;
   codes.reserve(q1 - q0);
   for (int64_t i = q0; i < q1; ++i) codes.emplace_back(q + i * B, B);
   for (int64_t t0 = r0; t0 < r1; t0 += tile) {
     const int64_t t1 = std::min(r1, t0 + tile);
+    const uint8_t* const tile_rows = rows.tile(t0, t1);
     for (int64_t i = 0; i < q1 - q0; ++i) {
       const Code code = codes[i];  // a local copy keeps the query words in registers
       Hits& h = out[i];
-      const uint8_t* p = db + t0 * stride;
+      const uint8_t* p = tile_rows;
       int64_t r = t0;
       for (; r + kStep <= t1; r += kStep, p += kStep * stride) {
         int32_t d[kStep];
@@ -88,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hamming_range_cpu(const at::Tenso
   const int64_t chunk = (N + chunks - 1) / chunks;
   std::vector<Hits> hits(Q * chunks);  // [query][chunk]
 
-  dispatch_code(B, [&](auto tag) {
+  dispatch_scan_code(B, [&](auto tag) {
     using Code = code_t<decltype(tag)>;
     at::parallel_for(0, qblocks * chunks, 1, [&](int64_t w0, int64_t w1) {
       std::vector<Hits> local(kQueryBlock);

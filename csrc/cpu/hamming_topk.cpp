@@ -37,7 +37,8 @@ std::tuple<at::Tensor, at::Tensor> hamming_topk_cpu(const at::Tensor& q, const a
   int64_t* oi = out_i.mutable_data_ptr<int64_t>();
 
   // With few queries the database is split across threads and the per-chunk winners merged.
-  const int64_t qblocks = (Q + kScanQueryBlock - 1) / kScanQueryBlock;
+  const int64_t qb = scan_query_block(kk, N);
+  const int64_t qblocks = (Q + qb - 1) / qb;
   const int64_t threads = at::get_num_threads();
   const int64_t chunks =
       qblocks >= 2 * threads ? 1 : std::max<int64_t>(1, std::min<int64_t>(2 * threads, N / std::max<int64_t>(4 * kk, 8192)));
@@ -46,13 +47,13 @@ std::tuple<at::Tensor, at::Tensor> hamming_topk_cpu(const at::Tensor& q, const a
   // Per (query, chunk) winners when the database is split: [Q][chunks] lists of (distance, row).
   std::vector<std::vector<std::pair<int32_t, int64_t>>> partial(chunks > 1 ? Q * chunks : 0);
 
-  dispatch_code(B, [&](auto tag) {
+  dispatch_scan_code(B, [&](auto tag) {
     using Code = code_t<decltype(tag)>;
     at::parallel_for(0, qblocks * chunks, 1, [&](int64_t w0, int64_t w1) {
-      std::vector<Candidates> cand(kScanQueryBlock);
+      std::vector<Candidates> cand(qb);
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t b = w / chunks, c = w % chunks;
-        const int64_t q0 = b * kScanQueryBlock, q1 = std::min(Q, q0 + kScanQueryBlock);
+        const int64_t q0 = b * qb, q1 = std::min(Q, q0 + qb);
         const int64_t r0 = c * chunk, r1 = std::min(N, r0 + chunk);
         scan_queries<Code>(qp, dp, B, q0, q1, r0, r1, kk, cand);
         for (int64_t i = q0; i < q1; ++i) {

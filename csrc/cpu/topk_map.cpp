@@ -75,6 +75,7 @@ at::Tensor label_masks(const at::Tensor& labels) {  // [rows, C] -> int64 [rows,
 
 constexpr int64_t kQueryBlock = 4;  // queries per database pass: each row's code and label load once
 constexpr int64_t kRowTile = 4096;   // rows between checks of the record buffers' room
+constexpr int64_t kBlocksPerTile = 16;  // blocks that share a padded tile (map_queries)
 
 // ties="index" records: distance << shift | rows of that distance before it, with the distance in
 // the top bit_width(8 B) bits (at most 31) and the count below (rows < 2^shift, 2^33 or more).
@@ -173,8 +174,9 @@ double average_ap(const int64_t* hist, int64_t hist_stride, int64_t bins) {  // 
 // How a block's pass treats ties: histograms only (average), or records of relevant rows (index).
 enum class Pass { kAverage, kIndexRecords };
 
-// One pass over the database for the block's queries; hist is interleaved by query, so that one
-// base register serves the four (the loop is short of registers). ties="average": hist
+// One tile (rows [t0, t1) at `tile`, `stride` bytes apart) of a pass over the database for the
+// block's queries; hist is interleaved by query, so that one base register serves the four (the loop
+// is short of registers). ties="average": hist
 // [bins][QB][2] counts (non-relevant, relevant) rows per distance. ties="index": hist [bins][QB]
 // counts all rows per distance, and every row writes a record slot (its distance and the rows of
 // that distance before it), kept only when the row is relevant (n += y): relevance is a coin flip to
@@ -182,50 +184,47 @@ enum class Pass { kAverage, kIndexRecords };
 // [n][QB] in rec[0] (one count, one pointer); a mixed one a buffer per query.
 template <Pass kPass, bool kShared, class Code, class Labels>
 void block_pass(const std::array<Code, kQueryBlock>& code,
-                const std::array<typename Labels::Query, kQueryBlock>& relevant, const uint8_t* db,  // [N, B]
-                const Labels& labels, int64_t N, int64_t stride,
+                const std::array<typename Labels::Query, kQueryBlock>& relevant, const uint8_t* tile,
+                const Labels& labels, int64_t t0, int64_t t1, int64_t stride,
                 uint64_t* hist, std::array<std::vector<uint64_t>, kQueryBlock>& rec,
                 std::array<int64_t, kQueryBlock>& n_rec) {
   constexpr bool kRecords = kPass == Pass::kIndexRecords;
   constexpr int64_t QB = kQueryBlock;
-  for (int64_t t0 = 0; t0 < N; t0 += kRowTile) {
-    const int64_t t1 = std::min(N, t0 + kRowTile);
-    std::array<uint64_t*, kQueryBlock> recp{};
-    if constexpr (kRecords) {
-      for (int64_t j = 0; j < (kShared ? 1 : QB); ++j) {
-        const int64_t need = (n_rec[j] + (t1 - t0)) * (kShared ? QB : 1);
-        if (static_cast<int64_t>(rec[j].size()) < need) rec[j].resize(2 * need);
-        recp[j] = rec[j].data();
-      }
+  std::array<uint64_t*, kQueryBlock> recp{};
+  if constexpr (kRecords) {
+    for (int64_t j = 0; j < (kShared ? 1 : QB); ++j) {
+      const int64_t need = (n_rec[j] + (t1 - t0)) * (kShared ? QB : 1);
+      if (static_cast<int64_t>(rec[j].size()) < need) rec[j].resize(2 * need);
+      recp[j] = rec[j].data();
     }
-    uint64_t* shared_rec = recp[0] + n_rec[0] * QB;  // kShared: this row's QB slots
-    const uint8_t* p = db + t0 * stride;
-    for (int64_t r = t0; r < t1; ++r, p += stride) {
-      const auto row_label = labels.row(r);
-      [[maybe_unused]] int64_t y_shared = 0;
-      if constexpr (kShared) y_shared = relevant[0](row_label);
-#pragma GCC unroll 16
-      for (int64_t j = 0; j < QB; ++j) {
-        const uint64_t d = static_cast<uint64_t>(code[j].distance(p));
-        if constexpr (kRecords) {
-          uint64_t* h = hist + static_cast<int64_t>(d) * QB + j;
-          const uint64_t v = *h;  // the record itself: see map_queries
-          if constexpr (kShared) {
-            shared_rec[j] = v;
-          } else {
-            recp[j][n_rec[j]] = v;
-            n_rec[j] += relevant[j](row_label);
-          }
-          *h = v + 1;
-        } else {
-          const int64_t y = kShared ? y_shared : relevant[j](row_label);
-          hist[(static_cast<int64_t>(d) * QB + j) * 2 + y] += 1;
-        }
-      }
-      if constexpr (kShared && kRecords) shared_rec += QB * y_shared;
-    }
-    if constexpr (kShared && kRecords) n_rec.fill((shared_rec - recp[0]) / QB);
   }
+  uint64_t* shared_rec = recp[0] + n_rec[0] * QB;  // kShared: this row's QB slots
+  const uint8_t* p = tile;
+  for (int64_t r = t0; r < t1; ++r, p += stride) {
+    const auto row_label = labels.row(r);
+    [[maybe_unused]] int64_t y_shared = 0;
+    if constexpr (kShared) y_shared = relevant[0](row_label);
+#pragma GCC unroll 16
+    for (int64_t j = 0; j < QB; ++j) {
+      const uint64_t d = static_cast<uint64_t>(code[j].distance(p));
+      if constexpr (kRecords) {
+        uint64_t* h = hist + static_cast<int64_t>(d) * QB + j;
+        const uint64_t v = *h;  // the record itself: see map_queries
+        if constexpr (kShared) {
+          shared_rec[j] = v;
+        } else {
+          recp[j][n_rec[j]] = v;
+          n_rec[j] += relevant[j](row_label);
+        }
+        *h = v + 1;
+      } else {
+        const int64_t y = kShared ? y_shared : relevant[j](row_label);
+        hist[(static_cast<int64_t>(d) * QB + j) * 2 + y] += 1;
+      }
+    }
+    if constexpr (kShared && kRecords) shared_rec += QB * y_shared;
+  }
+  if constexpr (kShared && kRecords) n_rec.fill((shared_rec - recp[0]) / QB);
 }
 
 template <Pass kPass, class Code, class Labels>
@@ -240,38 +239,66 @@ void map_queries(const uint8_t* q,   // [Q, B]
   TORCH_CHECK(!kRecords || static_cast<uint64_t>(N) < (uint64_t{1} << shift), "topk_map: ", N, " database rows of ", 8 * B,
               " bits are more than ties=\"index\" can rank (2^", shift, ")");
   const std::vector<QueryBlock> blocks = make_blocks(labels, Q);
+  // A padded width copies each tile (codes_cpu.h): a group of blocks shares the copy, tile by tile,
+  // rather than one block of 4 queries (48-bit codes took 1.3x the 64-bit time with one). The
+  // unpadded widths keep one block per pass. ties="index" holds a record buffer of up to N rows per
+  // query: a group's buffers stay within about 64 MiB.
+  const int64_t rec_cap = std::max<int64_t>(1, (int64_t{64} << 20) / (kQueryBlock * 8 * std::max<int64_t>(N, 1)));
+  const int64_t group = stride == B ? 1 : std::min(kBlocksPerTile, kRecords ? rec_cap : kBlocksPerTile);
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t b0, int64_t b1) {
-    std::vector<uint64_t> hist_all(kQueryBlock * bins * (kRecords ? 1 : 2));
-    std::array<std::vector<uint64_t>, kQueryBlock> rec;
-    std::vector<int64_t> start(bins), rel_start(bins), rel_seen(bins);
-    for (int64_t b = b0; b < b1; ++b) {
-      const QueryBlock& blk = blocks[b];
-      // Local copies: the histogram stores would otherwise force reloads of the query words.
-      const auto& qi = blk.query;
-      constexpr auto kSeq = std::make_index_sequence<kQueryBlock>{};
-      const auto code = array_of<Code>([&](size_t j) { return Code(q + qi[j] * B, B); }, kSeq);
-      const auto relevant = array_of<typename Labels::Query>([&](size_t j) { return labels.query(qi[j]); }, kSeq);
-      // ties="index" counts distance d from d << shift, so that a bin's value is the record
-      // of the next row at that distance (no shift and or per row).
-      if constexpr (kRecords) {
-        for (int64_t j = 0; j < kQueryBlock; ++j)
-          for (int64_t d = 0; d < bins; ++d) hist_all[d * kQueryBlock + j] = static_cast<uint64_t>(d) << shift;
-      } else {
-        std::fill(hist_all.begin(), hist_all.end(), 0);
-      }
+    struct State {
+      std::array<Code, kQueryBlock> code;
+      std::array<typename Labels::Query, kQueryBlock> relevant;
+      std::vector<uint64_t> hist;
+      std::array<std::vector<uint64_t>, kQueryBlock> rec;
       std::array<int64_t, kQueryBlock> n_rec{};
-      if (blk.shared)
-        block_pass<kPass, true>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
-      else
-        block_pass<kPass, false>(code, relevant, db, labels, N, stride, hist_all.data(), rec, n_rec);
-      for (int64_t j = 0; j < blk.n; ++j) {
-        if constexpr (kRecords)
-          out[qi[j]] = blk.shared ? index_ap(hist_all.data() + j, kQueryBlock, bins, shift, rec[0].data() + j, kQueryBlock,
-                                             n_rec[j], kk, start, rel_start, rel_seen)
-                                  : index_ap(hist_all.data() + j, kQueryBlock, bins, shift, rec[j].data(), 1, n_rec[j], kk,
-                                             start, rel_start, rel_seen);
-        else
-          out[qi[j]] = average_ap(reinterpret_cast<const int64_t*>(hist_all.data()) + j * 2, 2 * kQueryBlock, bins);
+    };
+    std::vector<State> st;
+    std::vector<int64_t> start(bins), rel_start(bins), rel_seen(bins);
+    ScanRows<Code> rows(db, N, B);
+    for (int64_t g0 = b0; g0 < b1; g0 += group) {
+      const int64_t g1 = std::min(b1, g0 + group);
+      st.clear();
+      for (int64_t b = g0; b < g1; ++b) {
+        const auto& qi = blocks[b].query;
+        constexpr auto kSeq = std::make_index_sequence<kQueryBlock>{};
+        st.push_back(State{array_of<Code>([&](size_t j) { return Code(q + qi[j] * B, B); }, kSeq),
+                           array_of<typename Labels::Query>([&](size_t j) { return labels.query(qi[j]); }, kSeq),
+                           std::vector<uint64_t>(kQueryBlock * bins * (kRecords ? 1 : 2), 0)});
+        // ties="index" counts distance d from d << shift, so that a bin's value is the record
+        // of the next row at that distance (no shift and or per row).
+        if constexpr (kRecords) {
+          for (int64_t j = 0; j < kQueryBlock; ++j)
+            for (int64_t d = 0; d < bins; ++d) st.back().hist[d * kQueryBlock + j] = static_cast<uint64_t>(d) << shift;
+        }
+      }
+      for (int64_t t0 = 0; t0 < N; t0 += kRowTile) {
+        const int64_t t1 = std::min(N, t0 + kRowTile);
+        const uint8_t* tile = rows.tile(t0, t1);
+        for (int64_t b = g0; b < g1; ++b) {
+          // Local copies: the histogram stores would otherwise force reloads of the query words.
+          State& s = st[b - g0];
+          const auto code = s.code;
+          const auto relevant = s.relevant;
+          if (blocks[b].shared)
+            block_pass<kPass, true>(code, relevant, tile, labels, t0, t1, stride, s.hist.data(), s.rec, s.n_rec);
+          else
+            block_pass<kPass, false>(code, relevant, tile, labels, t0, t1, stride, s.hist.data(), s.rec, s.n_rec);
+        }
+      }
+      for (int64_t b = g0; b < g1; ++b) {
+        const QueryBlock& blk = blocks[b];
+        const State& s = st[b - g0];
+        const auto& qi = blk.query;
+        for (int64_t j = 0; j < blk.n; ++j) {
+          if constexpr (kRecords)
+            out[qi[j]] = blk.shared ? index_ap(s.hist.data() + j, kQueryBlock, bins, shift, s.rec[0].data() + j,
+                                               kQueryBlock, s.n_rec[j], kk, start, rel_start, rel_seen)
+                                    : index_ap(s.hist.data() + j, kQueryBlock, bins, shift, s.rec[j].data(), 1,
+                                               s.n_rec[j], kk, start, rel_start, rel_seen);
+          else
+            out[qi[j]] = average_ap(reinterpret_cast<const int64_t*>(s.hist.data()) + j * 2, 2 * kQueryBlock, bins);
+        }
       }
     }
   });
@@ -327,13 +354,16 @@ void map_queries_small_k(const uint8_t* q,   // [Q, B]
                          const Labels& labels, int64_t Q, int64_t N, int64_t B, int64_t kk,
                          double* out) {  // [Q]
   const int64_t bins = 8 * B + 1;
-  const int64_t blocks = (Q + kScanQueryBlock - 1) / kScanQueryBlock;
+  // Blocks of up to scan_query_block queries, but at least one per thread (threads split only queries here).
+  const int64_t qb = std::clamp<int64_t>((Q + at::get_num_threads() - 1) / at::get_num_threads(), 16,
+                                         scan_query_block(kk, N));
+  const int64_t blocks = (Q + qb - 1) / qb;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<Candidates> cand(kScanQueryBlock);
+    std::vector<Candidates> cand(qb);
     std::vector<int64_t> start(bins), rel_start(bins);
     std::vector<uint8_t> rel;
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = b * kScanQueryBlock, i1 = std::min(Q, i0 + kScanQueryBlock);
+      const int64_t i0 = b * qb, i1 = std::min(Q, i0 + qb);
       scan_queries<Code>(q, db, B, i0, i1, 0, N, kk, cand);
       for (int64_t i = i0; i < i1; ++i) out[i] = candidates_ap(cand[i - i0], labels, i, kk, start, rel_start, rel);
     }
@@ -362,7 +392,7 @@ at::Tensor topk_map_cpu(const at::Tensor& q, const at::Tensor& db, const at::Ten
   const uint8_t* qp = qc.const_data_ptr<uint8_t>();
   const uint8_t* dp = dbc.const_data_ptr<uint8_t>();
   double* op = out.mutable_data_ptr<double>();
-  dispatch_code(B, [&](auto tag) {
+  dispatch_scan_code(B, [&](auto tag) {
     using Code = code_t<decltype(tag)>;
     if (multi_hot) {
       const at::Tensor qm = label_masks(q_labels), dm = label_masks(db_labels);
