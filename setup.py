@@ -2,6 +2,8 @@
 
 Environment knobs:
   FORCE_CUDA=1           compile csrc/cuda/*.cu even without a visible GPU (CI does, so CUDA code cannot rot)
+  DEEPHASH_EMU=1         also build deephash_ext._emu: the CUDA kernels compiled as C++ under the CPU
+                         emulation of csrc/emu, for the "emu" device of the tests (docs/emulation.md)
   DEEPHASH_CPU_ARCH=...  value for -march (default "native": the extension is built in place, on the
                          machine that runs it; set e.g. x86-64-v3 to build for other machines)
   MAX_JOBS=N             parallel compile jobs (torch's BuildExtension reads it)
@@ -55,6 +57,44 @@ def _extension():
     )
 
 
+def _emu_extension():
+    """deephash_ext._emu: csrc/cuda/*.cu rewritten to C++ (csrc/emu/rewrite.py) into build/emu-src, the
+    emulated runtime and the emu device; spectral_filter's host code again, for the emu device."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deephash_emu_rewrite", os.path.join(ROOT, "csrc/emu/rewrite.py"))
+    rewrite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rewrite)
+    out_dir = os.path.join(ROOT, "build", "emu-src")
+    os.makedirs(out_dir, exist_ok=True)
+    generated = []
+    for cu in sorted(glob.glob(os.path.join(ROOT, "csrc/cuda/*.cu"))):
+        rel = os.path.relpath(cu, ROOT)
+        with open(cu) as f:
+            text = rewrite.rewrite(f.read(), rel)
+        target = os.path.join(out_dir, os.path.basename(cu)[:-3] + ".cpp")
+        # Rewrite only on change, so that ninja recompiles only what changed.
+        if not os.path.exists(target) or open(target).read() != text:
+            with open(target, "w") as f:
+                f.write(text)
+        generated.append(os.path.relpath(target, ROOT))
+    sources = generated + ["csrc/emu/runtime.cpp", "csrc/emu/device.cpp", "csrc/emu/module.cpp",
+                           "csrc/spectral_filter.cpp"]
+    # The shim directory goes first: its c10/cuda headers replace torch's for the rewritten sources.
+    include_dirs = [os.path.join(ROOT, "csrc/emu/shim"), os.path.join(ROOT, "csrc")]
+    cxx = ["-O2", "-g0", "-std=c++20", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
+    return CppExtension("deephash_ext._emu", sources, include_dirs=include_dirs,
+                        define_macros=[("DEEPHASH_EMU", None)],
+                        extra_compile_args={"cxx": cxx})
+
+
+def _extensions():
+    exts = [_extension()]
+    if os.environ.get("DEEPHASH_EMU", "0") == "1":
+        exts.append(_emu_extension())
+    return exts
+
+
 if "TORCH_CUDA_ARCH_LIST" not in os.environ and _use_cuda():
     # Ampere and Hopper by default; PTX for newer parts.
     os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
@@ -62,6 +102,6 @@ if "TORCH_CUDA_ARCH_LIST" not in os.environ and _use_cuda():
 setup(
     packages=["deephash_ext"] + find_packages("python"),
     package_dir={"": "python", "deephash_ext": "deephash_ext"},
-    ext_modules=[_extension()],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -230,6 +230,14 @@ struct Backend {
 
 }  // namespace
 
+#ifdef DEEPHASH_EMU
+// The emulation module (csrc/emu) compiles this file again for its emu device only; the main
+// library registers the rest.
+TORCH_LIBRARY_IMPL(deephash_ext, PrivateUse1, m) {
+  m.impl("_spectral_filter_forward", &Backend<kSpectralFilterCuda>::forward);
+  m.impl("_spectral_filter_backward", &Backend<kSpectralFilterCuda>::backward);
+}
+#else
 // spectral_filter decomposes into _spectral_filter_forward before autograd and backend dispatch, so
 // it needs no kernels or formulas of its own.
 TORCH_LIBRARY_IMPL(deephash_ext, CompositeImplicitAutograd, m) { m.impl("spectral_filter", &spectral_filter); }
@@ -238,8 +246,9 @@ TORCH_LIBRARY_IMPL(deephash_ext, CPU, m) {
   m.impl("_spectral_filter_forward", &Backend<kSpectralFilterCpu>::forward);
   m.impl("_spectral_filter_backward", &Backend<kSpectralFilterCpu>::backward);
 }
+#endif
 
-#ifdef DEEPHASH_WITH_CUDA
+#if defined(DEEPHASH_WITH_CUDA) && !defined(DEEPHASH_EMU)
 TORCH_LIBRARY_IMPL(deephash_ext, CUDA, m) {
   m.impl("_spectral_filter_forward", &Backend<kSpectralFilterCuda>::forward);
   m.impl("_spectral_filter_backward", &Backend<kSpectralFilterCuda>::backward);
