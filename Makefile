@@ -13,7 +13,7 @@ SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.
 REQUIREMENTS := $(PY) .ci/requirements.py --without torch
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: all install test demo bench data clean gpu-check
+.PHONY: all install test test-emu demo bench data clean gpu-check
 
 all: install
 
@@ -40,6 +40,15 @@ data:
 
 test: install
 	$(PY) -m pytest -q tests
+
+# The CUDA kernels under the CPU emulation (docs/emulation.md): builds deephash_ext._emu next to _C,
+# then runs every op test on the "emu" device and the emulation's own tests.
+$(VENV)/.built-emu: $(VENV)/.built $(SOURCES) $(shell find csrc/emu -type f)
+	DEEPHASH_EMU=1 MAX_JOBS=$(MAX_JOBS) $(PY) setup.py -q build_ext --inplace
+	touch $@
+
+test-emu: $(VENV)/.built-emu
+	DEEPHASH_REQUIRE_EMU=1 $(PY) -m pytest -q tests -k emu
 
 demo: install data
 	$(VENV)/bin/deephash demo

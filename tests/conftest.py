@@ -25,13 +25,32 @@ def _cuda_ready():
     return torch.cuda.is_available() and deephash_ext.cuda_compiled()
 
 
-@pytest.fixture(params=["cpu", "cuda"])
+def emu_module():
+    """deephash_ext.emu when the emulation build is present (DEEPHASH_EMU=1), else None; with
+    DEEPHASH_REQUIRE_EMU=1 (CI) a missing build is an error instead of a skip."""
+    import deephash_ext.emu as emu
+
+    if not emu.available and os.environ.get("DEEPHASH_REQUIRE_EMU") == "1":
+        raise RuntimeError("DEEPHASH_REQUIRE_EMU=1 but deephash_ext._emu is not built (DEEPHASH_EMU=1 make install)")
+    return emu if emu.available else None
+
+
+@pytest.fixture(params=["cpu", "cuda", "emu"])
 def device(request):
-    """The device an op test runs on: every op test runs on the CPU and, with a GPU and a build with the
-    CUDA kernels, on CUDA (skipped otherwise). Inputs are made on the CPU and moved."""
+    """The device an op test runs on: every op test runs on the CPU; with a GPU and a build with the
+    CUDA kernels, on CUDA; with the emulation build, on "emu": the CUDA kernels as written, on the CPU,
+    each deephash_ext op call rerun under several thread schedules that must agree to the bit
+    (deephash_ext/emu.py). Skipped where absent. Inputs are made on the CPU and moved."""
     if request.param == "cuda" and not _cuda_ready():
         pytest.skip("needs a GPU and a build with CUDA kernels")
-    return request.param
+    if request.param == "emu":
+        emu = emu_module()
+        if emu is None:
+            pytest.skip("needs the CUDA emulation build (DEEPHASH_EMU=1, docs/emulation.md)")
+        with emu.ScheduleCheck():
+            yield request.param
+        return
+    yield request.param
 
 
 def pytest_configure(config):

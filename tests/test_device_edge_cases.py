@@ -1,5 +1,5 @@
 """Edge cases that a reading of the CUDA kernels found, run on every device there is: the CPU always,
-CUDA where a GPU and a CUDA build are present. Each test states the failure it would catch.
+CUDA where a GPU and a CUDA build are present, the CUDA kernels under emulation where it is built. Each test states the failure it would catch.
 
 On the CPU these pin down the contract the CUDA kernels must meet (eigenvector strides, scaling,
 ties, determinism, non-contiguous inputs, zero-width codes); on a GPU they exercise the kernels'
@@ -15,12 +15,7 @@ from deephash_ext import reference as ref
 
 F32, F64 = torch.float32, torch.float64
 HAS_CUDA = torch.cuda.is_available() and de.cuda_compiled()
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and a CUDA build"))]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
+# `device` is conftest's: cpu, cuda (with a GPU) and emu (with the emulation build).
 
 
 def gen(seed=0):

@@ -375,10 +375,13 @@ def drive_every_op(emu):
     L = de.normalized_laplacian(A.to(dev))
     L.sum().backward()
     de.eigh(L.detach())
-    with emu.device_smem_optin(8 * 1024):  # Vt in a global workspace, then cuSOLVER's place (the CPU op)
-        de.eigh(L.detach())
-    with emu.device_smem_optin(1024):
-        de.eigh(L.detach())
+    # A device with less shared memory per block moves eigh's Vt to a global workspace (n = 40 float64
+    # needs 26,720 bytes with Vt shared, 13,920 without), then hands it to cuSOLVER's place (the CPU op).
+    A40 = torch.rand(1, 40, 40, generator=g, dtype=torch.float64)
+    L40 = de.normalized_laplacian((A40 + A40.mT).to(dev))
+    for optin in (20_000, 12_000):
+        with emu.device_smem_optin(optin):
+            de.eigh(L40)
     for basis, K in (("chebyshev", 4), ("spline", 5), ("fourier", 3)):
         xs = torch.randn(2, 12, 3, generator=g, dtype=torch.float64, device="cpu").to(dev).requires_grad_()
         theta = torch.randn(K, generator=g, dtype=torch.float64).to(dev).requires_grad_()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import random
+import sys
 import time
 
 import pytest
@@ -172,12 +173,33 @@ def flat(out):
     return out if isinstance(out, tuple) else (out,)
 
 
+# The device the kernels run on (test_fuzz_quick runs on every device of conftest's fixture); the
+# references run on the CPU.
+DEVICE = "cpu"
+
+
+def to_device(t):
+    """t on DEVICE in the same layout: its whole storage moves, so strides and offset stay."""
+    if not isinstance(t, torch.Tensor) or DEVICE == "cpu":
+        return t
+    storage = t.untyped_storage()
+    flat = torch.empty(0, dtype=t.dtype).set_(storage, 0, (storage.nbytes() // t.element_size(),), (1,))
+    return flat.to(DEVICE).as_strided(t.shape, t.stride(), t.storage_offset())
+
+
+def to_cpu(out):
+    if isinstance(out, tuple):
+        return tuple(to_cpu(o) for o in out)
+    return out.cpu() if isinstance(out, torch.Tensor) else out
+
+
 def check_case(op, args, expect, compare, tally, fake=True):
-    """Runs op(*args); `expect` is the reference's result or the exception it raised. With `fake`, the
-    call is repeated on the meta device (fake="symbolic": on FakeTensors, for data-dependent sizes)."""
+    """Runs op(*args) on DEVICE; `expect` is the reference's result or the exception it raised. With
+    `fake`, the call is repeated on the meta device (fake="symbolic": on FakeTensors, for
+    data-dependent sizes)."""
     tally["checks"] += 1
     try:
-        got = op(*args)
+        got = to_cpu(op(*[to_device(a) for a in args]))
     except REFUSED as e:
         got = e
     except Exception as e:  # anything else is a crash of the op's contract
@@ -425,10 +447,10 @@ def case_spectral_filter(rng, g, long, tally):
     if dtype == torch.float64 and distinct and Bt and n and d and not isinstance(expect, Exception):
         W = torch.randn(Bt, n, d, generator=g, dtype=dtype)
         grads = []
-        for fn in (de.spectral_filter, ref.spectral_filter):
-            leaves = [t.detach().clone().requires_grad_() for t in (x, L, theta)]
-            (fn(*leaves, basis) * W).sum().backward()
-            grads.append(tuple(t.grad for t in leaves))
+        for fn, move in ((de.spectral_filter, to_device), (ref.spectral_filter, lambda t: t)):
+            leaves = [move(t.detach().clone()).requires_grad_() for t in (x, L, theta)]
+            (fn(*leaves, basis) * move(W)).sum().backward()
+            grads.append(tuple(t.grad.cpu() for t in leaves))
         check_case(lambda: grads[0], (), grads[1], close(1e-6, 1e-8), tally, fake=False)
 
 
@@ -475,14 +497,15 @@ def run_profile(profile: str, capsys) -> None:
                 failures.append(f"replay({op!r}, {seed}, long={long}): {e}")
     elapsed = time.perf_counter() - start
     with capsys.disabled():
-        print(f"\nfuzz ({profile}): {tally['cases']} cases ({per_op} per op, {len(CASES)} ops) in {elapsed:.1f} s: "
+        print(f"\nfuzz ({profile}, {DEVICE}): {tally['cases']} cases ({per_op} per op, {len(CASES)} ops) in {elapsed:.1f} s: "
               f"{tally['checks']} kernel calls checked against the reference ({tally['refused']} of them refusals), "
               f"{tally['fake checks']} fake-kernel calls; {tally['crashes']} crashes, {tally['wrong']} wrong answers")
     assert not failures, "\n".join(failures[:20])
     assert tally["crashes"] == 0 and tally["wrong"] == 0
 
 
-def test_fuzz_quick(capsys):
+def test_fuzz_quick(capsys, device, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "DEVICE", device)
     run_profile("quick", capsys)
 
 

@@ -514,9 +514,13 @@ uint64_t warp_collective(Site site, WarpOp op, unsigned mask, uint64_t value, in
   Thread* t = L.current;
   const unsigned n = static_cast<unsigned>(L.threads.size());
   const unsigned base = t->warp * 32;
-  std::ostringstream o;
-  o << op_name(op) << " at " << where(site) << " with mask 0x" << std::hex << mask << std::dec << ": ";
-  if (!(mask >> t->lane & 1)) fail(o.str() + "the mask excludes the calling lane " + std::to_string(t->lane));
+  // The error text is built only on failure: this runs once per lane and collective.
+  auto head = [&] {
+    std::ostringstream o;
+    o << op_name(op) << " at " << where(site) << " with mask 0x" << std::hex << mask << std::dec << ": ";
+    return o.str();
+  };
+  if (!(mask >> t->lane & 1)) fail(head() + "the mask excludes the calling lane " + std::to_string(t->lane));
   t->op = op;
   t->mask = mask;
   t->value = value;
@@ -525,13 +529,13 @@ uint64_t warp_collective(Site site, WarpOp op, unsigned mask, uint64_t value, in
   bool all = true;
   for (unsigned j = 0; j < 32; ++j) {
     if (!(mask >> j & 1) || j == t->lane) continue;
-    if (base + j >= n) fail(o.str() + "lane " + std::to_string(j) + " does not exist (" + std::to_string(n) + " threads)");
+    if (base + j >= n) fail(head() + "lane " + std::to_string(j) + " does not exist (" + std::to_string(n) + " threads)");
     const Thread& u = L.threads[base + j];
-    if (u.state == State::kDone) fail(o.str() + "lane " + std::to_string(j) + " named in the mask has exited");
+    if (u.state == State::kDone) fail(head() + "lane " + std::to_string(j) + " named in the mask has exited");
     if (u.state == State::kWarp) {
       const bool same_site = u.site.line == site.line && std::strcmp(u.site.file, site.file) == 0;
       if (u.op != op || u.mask != mask || (op != WarpOp::kSyncwarp && !same_site))
-        fail(o.str() + "lane " + std::to_string(j) + " " + describe(u) + " with mask 0x" +
+        fail(head() + "lane " + std::to_string(j) + " " + describe(u) + " with mask 0x" +
              [&] { std::ostringstream h; h << std::hex << u.mask; return h.str(); }());
     } else {
       all = false;
@@ -562,7 +566,7 @@ uint64_t warp_collective(Site site, WarpOp op, unsigned mask, uint64_t value, in
       case WarpOp::kShfl: {
         const int src = u.src;
         if (src < 0 || src > 31 || !(mask >> src & 1))
-          fail(o.str() + "lane " + std::to_string(j) + " reads lane " + std::to_string(src) + ", outside the mask");
+          fail(head() + "lane " + std::to_string(j) + " reads lane " + std::to_string(src) + ", outside the mask");
         u.result = L.threads[base + static_cast<unsigned>(src)].value;
         break;
       }
