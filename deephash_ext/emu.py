@@ -40,6 +40,8 @@ def _device_module():
     mod._is_in_bad_fork = lambda: False
     mod.manual_seed = mod.manual_seed_all = lambda seed: None
     mod.synchronize = lambda device=None: None
+    mod.get_rng_state = lambda device=None: torch.get_rng_state()
+    mod.set_rng_state = lambda state, device=None: torch.set_rng_state(state)
     return mod
 
 

@@ -10,8 +10,9 @@ from deephash_ext import reference as ref
 from op_inputs import random_codes, to
 
 BITS = [8, 20, 32, 64, 100, 128, 256, 512]
-# topk_map's float64 sums: exact order on the CPU; on CUDA the tolerance of its sums' other order.
-MAP_TOL = {"cpu": dict(rtol=1e-12, atol=1e-12), "cuda": dict(rtol=1e-10, atol=1e-12)}
+# topk_map's float64 sums: exact order on the CPU; on CUDA (and its emulation, the same kernels) the
+# tolerance of its sums' other order.
+MAP_TOL = {"cpu": dict(rtol=1e-12, atol=1e-12), "cuda": dict(rtol=1e-10, atol=1e-12), "emu": dict(rtol=1e-10, atol=1e-12)}
 
 
 @pytest.fixture
@@ -430,6 +431,7 @@ def test_opcheck(gen, device):
         torch.library.opcheck(op, args)
 
 
+@pytest.mark.no_schedule_check  # torch.compile refuses to trace under a dispatch mode
 def test_torch_compile_fullgraph(gen, device):
     def search(x_q, x_db, labels_q, labels_db):
         q, db = de.pack_bits(x_q), de.pack_bits(x_db)

@@ -157,7 +157,15 @@ at::Tensor& set_source_storage_offset(at::Tensor& self, at::Storage source, int6
   return at::native::set_storage_cpu_(self, source, offset, size, stride);
 }
 
-void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) { at::native::cpu_fallback(op, stack); }
+// Every aten op runs on the CPU; deephash_ext's own ops never do: one without an emulated CUDA kernel
+// (multi-index hashing, CPU-only by design) is refused as on CUDA, so that "emu" only ever runs the
+// kernels of csrc/cuda.
+void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const auto& name = op.schema().operator_name().name;
+  TORCH_CHECK_NOT_IMPLEMENTED(name.rfind("deephash_ext::", 0) != 0, "Could not run '", name,
+                              "' with arguments from the 'emu' backend: it has no CUDA kernel to emulate");
+  at::native::cpu_fallback(op, stack);
+}
 
 }  // namespace
 
