@@ -44,7 +44,7 @@ test: install
 # The CUDA kernels under the CPU emulation (docs/emulation.md): builds deephash_ext._emu next to _C,
 # then runs every op test on the "emu" device and the emulation's own tests.
 $(VENV)/.built-emu: $(VENV)/.built $(SOURCES) $(shell find csrc/emu -type f)
-	DEEPHASH_EMU=1 MAX_JOBS=$(MAX_JOBS) $(PY) setup.py -q build_ext --inplace
+	DEEPHASH_EMU=only MAX_JOBS=$(MAX_JOBS) $(PY) setup.py -q build_ext --inplace
 	touch $@
 
 test-emu: $(VENV)/.built-emu

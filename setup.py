@@ -3,7 +3,8 @@
 Environment knobs:
   FORCE_CUDA=1           compile csrc/cuda/*.cu even without a visible GPU (CI does, so CUDA code cannot rot)
   DEEPHASH_EMU=1         also build deephash_ext._emu: the CUDA kernels compiled as C++ under the CPU
-                         emulation of csrc/emu, for the "emu" device of the tests (docs/emulation.md)
+                         emulation of csrc/emu, for the "emu" device of the tests (docs/emulation.md);
+                         DEEPHASH_EMU=only builds _emu alone (beside an installed _C: `make test-emu`)
   DEEPHASH_CPU_ARCH=...  value for -march (default "native": the extension is built in place, on the
                          machine that runs it; set e.g. x86-64-v3 to build for other machines)
   MAX_JOBS=N             parallel compile jobs (torch's BuildExtension reads it)
@@ -82,17 +83,18 @@ def _emu_extension():
                            "csrc/spectral_filter.cpp"]
     # The shim directory goes first: its c10/cuda headers replace torch's for the rewritten sources.
     include_dirs = [os.path.join(ROOT, "csrc/emu/shim"), os.path.join(ROOT, "csrc")]
-    cxx = ["-O2", "-g0", "-std=c++20", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
+    march = os.environ.get("DEEPHASH_CPU_ARCH", "native")
+    cxx = ["-O2", "-g0", "-std=c++20", f"-march={march}", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
     return CppExtension("deephash_ext._emu", sources, include_dirs=include_dirs,
                         define_macros=[("DEEPHASH_EMU", None)],
                         extra_compile_args={"cxx": cxx})
 
 
 def _extensions():
-    exts = [_extension()]
-    if os.environ.get("DEEPHASH_EMU", "0") == "1":
-        exts.append(_emu_extension())
-    return exts
+    emu = os.environ.get("DEEPHASH_EMU", "0")
+    if emu == "only":
+        return [_emu_extension()]
+    return [_extension()] + ([_emu_extension()] if emu == "1" else [])
 
 
 if "TORCH_CUDA_ARCH_LIST" not in os.environ and _use_cuda():

@@ -52,9 +52,10 @@ if available:
         torch._register_device_module(DEVICE, _device_module())
 
 
-# (schedule, seed, poison byte) of each run of an op under check_schedules: in order, reversed and two
-# seeded shuffles, with shared memory starting as all-ones (NaN, -1), zeros and two other patterns.
-DEFAULT_SCHEDULES = (("forward", 0, 0xFF), ("reverse", 0, 0x00), ("shuffle", 1, 0xA5), ("shuffle", 2, 0x5A))
+# (schedule, seed, poison byte) of each run of an op under check_schedules: in order, reversed and a
+# seeded shuffle, with shared memory starting as all-ones (NaN, -1), zeros and 0xA5. Three runs keep the
+# emulated suite within CI's time; DEEPHASH_EMU_SCHEDULES="forward:0:ff,...,shuffle:7:5a" asks for more.
+DEFAULT_SCHEDULES = (("forward", 0, 0xFF), ("reverse", 0, 0x00), ("shuffle", 1, 0xA5))
 
 
 def _require():

@@ -9,7 +9,7 @@ torch.set_num_threads(1)
 
 # The emu device (when built) registers before any test runs: autograd's engine sizes its device
 # queues at the first backward, from the devices registered then.
-import deephash_ext.emu  # noqa: E402,F401
+import deephash_ext.emu  # noqa: E402
 
 
 # Markers of tests that run only when asked for with -m.
@@ -59,6 +59,31 @@ def device(request):
             yield request.param
         return
     yield request.param
+
+
+def cuda_kernel_names():
+    """Every __global__ function defined in csrc/cuda and csrc/common, read from the sources."""
+    import re
+    from pathlib import Path
+
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    names = set()
+    for path in sorted(csrc.glob("cuda/*.cu")) + sorted(csrc.glob("common/*.cuh")):
+        for m in re.finditer(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", path.read_text()):
+            names.add(m.group(1))
+    return names
+
+
+def pytest_terminal_summary(terminalreporter):
+    """With the emulation build: which CUDA kernels this session ran on the emu device."""
+    emu = deephash_ext.emu
+    if not emu.available or not emu.launched_kernels():
+        return
+    ran, names = emu.launched_kernels(), cuda_kernel_names()
+    never = sorted(names - set(ran))
+    launches = sum(v[0] for v in ran.values())
+    terminalreporter.write_line(f"emu: {len(names) - len(never)} of {len(names)} CUDA kernels ran ({launches} launches)"
+                                + (f"; never: {', '.join(never)}" if never else ""))
 
 
 def pytest_configure(config):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cuda_kernel_names as kernel_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "cuda"
@@ -30,15 +31,6 @@ _spec.loader.exec_module(rewrite)
 
 # ------------------------------------------------------------------------------------------------
 # The rewrite of .cu into C++ reads every launch and __shared__ declaration of the sources.
-
-
-def kernel_names():
-    """Every __global__ function defined in csrc/cuda and csrc/common."""
-    names = set()
-    for path in list(CUDA_DIR.glob("*.cu")) + list((ROOT / "csrc" / "common").glob("*.cuh")):
-        for m in re.finditer(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", path.read_text()):
-            names.add(m.group(1))
-    return names
 
 
 def test_kernel_list_is_read_from_the_sources():
@@ -105,6 +97,9 @@ VARIANTS = {
     "first_invalid_divergent_barrier": mutate(FIRST_INVALID, """= red[threadIdx.x + s];
     __syncthreads();""", """= red[threadIdx.x + s];
     if (threadIdx.x < s) __syncthreads();"""),
+    # One figure too many into the 5-double report in device memory.
+    "first_invalid_past_report": mutate(FIRST_INVALID, "for (int j = 0; j < 4; ++j) report[1 + j]",
+                                        "for (int j = 0; j < 5; ++j) report[1 + j]"),
     # Each thread's candidate never reaches shared memory: the reduction reads what the block started with.
     "first_invalid_unwritten": mutate(FIRST_INVALID, "  red[threadIdx.x] = first;\n", "\n"),
     "symmetrize": SYMMETRIZE,
@@ -147,7 +142,13 @@ namespace NS {
 struct Args { const double* stats; long long Bt; double tol; double* report; };
 void launch(void* p) {
   auto* a = static_cast<Args*>(p);
-  first_invalid_kernel<<<1, kReduceThreads, 0, nullptr>>>(a->stats, a->Bt, a->tol, a->report);
+  // The report in device memory of the emu device (a guard page and canary bytes after its 40 bytes).
+  struct Report {
+    double* p = static_cast<double*>(deephash_emu::device_alloc(5 * sizeof(double)));
+    ~Report() { deephash_emu::device_free(p); }
+  } report;
+  first_invalid_kernel<<<1, kReduceThreads, 0, nullptr>>>(a->stats, a->Bt, a->tol, report.p);
+  std::memcpy(a->report, report.p, 5 * sizeof(double));
 }
 }
 extern "C" const char* run_NS(const double* stats, long long Bt, double tol, double* report) {
@@ -277,6 +278,11 @@ def test_barrier_reached_by_some_threads_is_an_error(mutants):
     assert re.search(r"mutants\.cu:\d+", err)
 
 
+def test_write_past_the_end_of_device_memory_is_an_error(mutants):
+    _, err = run_first_invalid(mutants, "first_invalid_past_report", invalid_stats())
+    assert "first_invalid_kernel wrote past the end of an emu allocation (40 bytes)" in err
+
+
 def test_shared_memory_read_before_write_shows_through_the_poison(mutants):
     runs = results_under_schedules(mutants,
                                    lambda: run_first_invalid(mutants, "first_invalid_unwritten", invalid_stats()))
@@ -389,10 +395,31 @@ def drive_every_op(emu):
 
 
 def test_every_kernel_runs_under_the_emulation(emu):
-    emu.reset_launched_kernels()
+    before = emu.launched_kernels()
     with emu.ScheduleCheck():
         drive_every_op(emu)
-    ran = emu.launched_kernels()
-    missing = sorted(kernel_names() - set(ran))
+    after = emu.launched_kernels()
+    ran = {name for name, stats in after.items() if stats[0] > before.get(name, (0,))[0] and stats[2] > 0}
+    missing = sorted(kernel_names() - ran)
     assert not missing, f"kernels of csrc/cuda that never ran under the emulation: {missing}"
-    assert all(launches > 0 and threads > 0 for launches, _, threads, _ in ran.values())
+
+
+def test_schedule_reruns_catch_a_result_that_depends_on_the_schedule(emu):
+    def order_dependent():  # stands for a racy op: its result follows the schedule
+        return torch.tensor(["forward", "reverse", "shuffle"].index(emu._emu.get_schedule()[0]))
+
+    with pytest.raises(emu.ScheduleMismatch, match="differs from the one under forward"):
+        emu.check_schedules(order_dependent)
+    assert emu.check_schedules(lambda: torch.arange(3)).tolist() == [0, 1, 2]
+
+
+def test_launch_limits_are_checked_through_the_ops(emu):
+    """A device with less shared memory than a kernel's static arrays: the launch fails as on a GPU,
+    naming the kernel, instead of running."""
+    import deephash_ext as de
+
+    L = torch.eye(4, dtype=torch.float64)[None].to("emu")
+    with emu.device_smem_optin(1024), pytest.raises(RuntimeError, match="symmetrize_kernel.*exceed the device's 1024"):
+        de.eigh(L)
+    w, _ = de.eigh(L)
+    assert torch.equal(w.cpu(), torch.ones(1, 4, dtype=torch.float64))

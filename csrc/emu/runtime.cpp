@@ -379,9 +379,11 @@ void check_spec(const LaunchSpec& s, unsigned nthreads) {
 void check_device_canaries(const LaunchSpec& s) {
   std::lock_guard<std::mutex> lock(g_regions_mutex);
   for (const auto& [ptr, r] : g_device) {
-    if (!canary_intact(r))
+    if (!canary_intact(r)) {
+      std::memset(r->data + r->size, kCanary, r->slack());  // reported once, not by every later launch
       throw std::runtime_error(std::string("emulated CUDA: kernel ") + s.name + " wrote past the end of " + r->what +
                                " (" + std::to_string(r->size) + " bytes)");
+    }
   }
 }
 
