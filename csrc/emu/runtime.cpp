@@ -197,10 +197,19 @@ struct Thread {
   Context ctx;
 };
 
+// A warp collective some lanes of its mask have reached.
+struct Pending {
+  unsigned mask;
+  WarpOp op;
+  Site site;
+  unsigned arrived;
+};
+
 struct Launch {
   const LaunchSpec* spec = nullptr;
   const std::function<void()>* body = nullptr;
   std::vector<Thread> threads;
+  std::vector<std::vector<Pending>> pending;  // per warp
   Context sched;
   Thread* current = nullptr;
   bool failed = false;
@@ -392,6 +401,7 @@ bool run_block(Launch& L, const dim3& bidx, uint64_t block_linear) {
   const LaunchSpec& s = *L.spec;
   const unsigned n = static_cast<unsigned>(L.threads.size());
   L.epoch = ++g_epoch;
+  for (auto& p : L.pending) p.clear();
   L.touched.clear();
   L.static_bytes = 0;
   std::memset(g_dynamic->data, g_settings.poison, g_dynamic->size);
@@ -528,26 +538,39 @@ uint64_t warp_collective(Site site, WarpOp op, unsigned mask, uint64_t value, in
   t->value = value;
   t->src = src_lane;
   t->site = site;
-  bool all = true;
-  for (unsigned j = 0; j < 32; ++j) {
-    if (!(mask >> j & 1) || j == t->lane) continue;
-    if (base + j >= n) fail(head() + "lane " + std::to_string(j) + " does not exist (" + std::to_string(n) + " threads)");
-    const Thread& u = L.threads[base + j];
-    if (u.state == State::kDone) fail(head() + "lane " + std::to_string(j) + " named in the mask has exited");
-    if (u.state == State::kWarp) {
-      const bool same_site = u.site.line == site.line && std::strcmp(u.site.file, site.file) == 0;
-      if (u.op != op || u.mask != mask || (op != WarpOp::kSyncwarp && !same_site))
-        fail(head() + "lane " + std::to_string(j) + " " + describe(u) + " with mask 0x" +
-             [&] { std::ostringstream h; h << std::hex << u.mask; return h.str(); }());
-    } else {
-      all = false;
-    }
+  // The warp's pending collectives (disjoint masks): join the one that names this lane, which must be
+  // the same collective, or open one after checking that every lane of the mask can still arrive.
+  std::vector<Pending>& pending = L.pending[t->warp];
+  auto hex = [](unsigned m) {
+    std::ostringstream h;
+    h << "0x" << std::hex << m;
+    return h.str();
+  };
+  size_t g = pending.size();
+  for (size_t i = 0; i < pending.size(); ++i) {
+    const Pending& p = pending[i];
+    if (!(p.mask & mask)) continue;
+    const bool same_site = p.site.line == site.line && std::strcmp(p.site.file, site.file) == 0;
+    if (p.mask != mask || p.op != op || (op != WarpOp::kSyncwarp && !same_site))
+      fail(head() + "lanes of the warp wait at " + op_name(p.op) + " at " + where(p.site) + " with mask " + hex(p.mask));
+    g = i;
+    break;
   }
-  if (!all) {
+  if (g == pending.size()) {
+    for (unsigned j = 0; j < 32; ++j) {
+      if (!(mask >> j & 1) || j == t->lane) continue;
+      if (base + j >= n) fail(head() + "lane " + std::to_string(j) + " does not exist (" + std::to_string(n) + " threads)");
+      if (L.threads[base + j].state == State::kDone)
+        fail(head() + "lane " + std::to_string(j) + " named in the mask has exited");
+    }
+    pending.push_back(Pending{mask, op, site, 0});
+  }
+  if (++pending[g].arrived < static_cast<unsigned>(__builtin_popcount(mask))) {
     t->state = State::kWarp;
     yield(t);
     return t->result;
   }
+  pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(g));
   // Every lane of the mask is here: compute each one's result.
   uint64_t ballot = 0;
   for (unsigned j = 0; j < 32; ++j)
@@ -612,6 +635,7 @@ void run_launch(const LaunchSpec& spec, const std::function<void()>& body) {
   L.spec = &spec;
   L.body = &body;
   L.threads.resize(nthreads);
+  L.pending.resize((nthreads + 31) / 32);
   for (unsigned i = 0; i < nthreads; ++i) {
     Thread& t = L.threads[i];
     t.linear = i;
