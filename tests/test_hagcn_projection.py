@@ -126,9 +126,90 @@ def test_every_eigendecomposition_goes_through_our_ops(filt, data, monkeypatch):
 
     monkeypatch.setattr(torch.linalg, "eigh", refuse)
     monkeypatch.setattr(torch.linalg, "eigvalsh", refuse)
-    m = _fit(x, filter=filt, passes=2)
+    monkeypatch.setattr(fp, "EIG_DENSE_NODES", 0)  # fourier: the block Krylov path, not the whole graph
+    m = _fit(x, filter=filt, passes=2, **({"order": 8} if filt == "fourier" else {}))
+    # The projection's d x d problem once a pass; fourier's Rayleigh-Ritz steps besides; chebyshev and
+    # spline by recurrence, no eigendecomposition of the graph.
+    assert calls["eigh"] == 2 if filt != "fourier" else calls["eigh"] > 2
+    fit_filters = calls["spectral_filter"]
+    assert fit_filters == (2 if filt == "lanczos" else 0)  # lanczos: g(T) on each pass's Krylov matrix
     m.encode(x[:5])
-    assert calls["eigh"] == 2 and calls["spectral_filter"] >= 2 + 1 and calls["normalized_laplacian"] >= 3
+    assert calls["spectral_filter"] == fit_filters + 1 and calls["normalized_laplacian"] == 1  # the subgraphs
+
+
+@pytest.mark.parametrize("filt", fp.FILTERS[:-1])
+def test_the_fit_forms_no_n_by_n_matrix(filt, data, monkeypatch):
+    """The training graph is sparse: no dense tensor with two dimensions of n or more is made on the fit's
+    way, whatever the filter (the kNN search works in blocks of KNN_BLOCK squared)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    x, _ = data
+    n = len(x)
+    biggest = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                    biggest.append((sorted(t.shape)[-2] if t.dim() > 1 else 0, tuple(t.shape), str(func)))
+            return out
+
+    monkeypatch.setattr(fp, "KNN_BLOCK", 32)
+    monkeypatch.setattr(fp, "EIG_DENSE_NODES", 0)
+    with Watch():
+        m = get_method("hagcn", 16, filter=filt, anchors=0, **({"order": 8} if filt == "fourier" else {}))
+        m.fit(x)
+    assert len(biggest) > 100 and max(biggest)[0] < n, max(biggest)  # n = 240; F is 240 x 24, the blocks 32 x 32
+
+
+def _dense_knn(f, k):
+    d = fp.sq_dists(f, f).fill_diagonal_(float("inf"))
+    v, i = d.topk(k, dim=1, largest=False)
+    A = torch.zeros_like(d).scatter_(1, i, torch.exp(-v / v.mean()))
+    return torch.maximum(A, A.T)
+
+
+@pytest.mark.parametrize("filt", ["chebyshev", "spline", "fourier", "gcn", "lanczos"])
+def test_sparse_filters_equal_the_dense_filter(filt, monkeypatch):
+    """On the sparse graph each filter gives what the eigendecomposition of the dense graph gives (chebyshev
+    exactly, spline to its Chebyshev expansion's error, fourier to its eigensolver's tolerance)."""
+    x, _ = make_blobs(n_per_class=50, classes=6, dim=20, seed=3, spread=0.8)
+    F = fp.unit(torch.as_tensor(x, dtype=torch.float64))
+    monkeypatch.setattr(fp, "KNN_BLOCK", 64)  # several blocks, both triangles
+    A = fp.knn_graph(F, 7)
+    assert A.layout == torch.sparse_csr and A._nnz() <= 2 * 7 * len(F)
+    Ad = _dense_knn(F, 7)
+    torch.testing.assert_close(A.to_dense(), Ad, rtol=0, atol=1e-12)
+    L = graphs.normalized_laplacian(Ad[None])
+    basis = "chebyshev" if filt == "lanczos" else filt
+    theta = None if filt == "gcn" else fp.heat_theta(basis, 10.0, 8 if filt == "fourier" else 16)
+    if filt == "fourier":
+        monkeypatch.setattr(fp, "EIG_DENSE_NODES", 0)
+        monkeypatch.setattr(fp, "EIG_TOL", 1e-9)
+    got = fp.filtered_signal(F, A, filt, theta, seed=0)
+    if filt == "gcn":
+        want = F - graphs.normalized_laplacian((Ad + torch.eye(len(F), dtype=F.dtype))[None])[0] @ F
+    elif filt == "lanczos":
+        v0 = torch.rand(1, len(F), generator=torch.Generator().manual_seed(0), dtype=F.dtype)
+        V, Tm = graphs.lanczos(L, fp.LANCZOS_STEPS, v0)
+        want = (V @ graphs.spectral_filter(V.mT @ F[None], Tm, theta, "chebyshev"))[0]
+    else:
+        want = graphs.spectral_filter(F[None], L, theta, filt)[0]
+    tol = {"spline": 1e-4, "fourier": 1e-6, "lanczos": 1e-6}.get(filt, 1e-10)
+    assert (got - want).norm() <= tol * want.norm(), float((got - want).norm() / want.norm())
+    # The same from a dense adjacency (converted).
+    torch.testing.assert_close(fp.filtered_signal(F, Ad, filt, theta, seed=0), got, rtol=0, atol=1e-9)
+
+
+def test_chebyshev_fit_recovers_a_polynomial_and_the_heat_kernel():
+    theta = fp.heat_theta("chebyshev", 10.0, 16)
+    lam = torch.linspace(0, 2, 101, dtype=torch.float64)
+    cheb = lambda lam: deephash_ext.reference.chebyshev_basis(lam, 16) @ theta  # noqa: E731
+    torch.testing.assert_close(fp.chebyshev_fit(cheb, 16), theta, rtol=0, atol=1e-12)
+    spline = lambda lam: deephash_ext.reference.spline_basis(lam, 16) @ fp.heat_theta("spline", 10.0, 16)  # noqa: E731
+    approx = deephash_ext.reference.chebyshev_basis(lam, fp.SPLINE_TERMS) @ fp.chebyshev_fit(spline, fp.SPLINE_TERMS)
+    assert (approx - spline(lam)).abs().max() < 2e-5
 
 
 def test_encoding_subgraphs_are_one_batch(data, monkeypatch):
@@ -149,10 +230,10 @@ def test_encoding_subgraphs_are_one_batch(data, monkeypatch):
 def test_training_items_are_split_into_subgraphs(data, monkeypatch):
     x, _ = data
     shapes = []
-    real = deephash_ext.normalized_laplacian
-    monkeypatch.setattr(deephash_ext, "normalized_laplacian", lambda A: (shapes.append(tuple(A.shape)), real(A))[1])
+    real = fp.knn_graph
+    monkeypatch.setattr(fp, "knn_graph", lambda f, k: (shapes.append(tuple(f.shape)), real(f, k))[1])
     m = get_method("hagcn", 16, subgraphs=3, anchors=0, passes=1).fit(x)
-    assert shapes == [(1, 80, 80)] * 3 and m.config["subgraphs"] == 3
+    assert shapes == [(80, 24)] * 3 and m.config["subgraphs"] == 3
     assert get_method("hagcn", 16).resolve(fp.MAX_GRAPH_NODES * 2 + 1, 24)["subgraphs"] == 3
 
 

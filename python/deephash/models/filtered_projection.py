@@ -33,7 +33,9 @@ eigenvectors (θ = 1). θ is fixed, not learned.
 from __future__ import annotations
 
 import math
+import warnings
 
+import deephash_ext.reference as _reference
 import torch
 from torch import Tensor
 
@@ -41,7 +43,17 @@ from . import graphs
 
 FILTERS = ("chebyshev", "spline", "fourier", "gcn", "lanczos", "none")
 DEFAULT_ORDER = {"chebyshev": 16, "spline": 16, "lanczos": 16, "fourier": 64}
-MAX_GRAPH_NODES = 6000  # a dense float64 graph of 6,000 nodes and its eigendecomposition: ~0.9 GB, ~1 min
+# Training graphs are sparse (O(n·knn) memory); what grows is the exact kNN search, n² d: one graph per
+# MAX_GRAPH_NODES items (Fashion-MNIST's 60,000 training items in one graph: ~1 min on 2 threads).
+MAX_GRAPH_NODES = 100_000
+KNN_BLOCK = 2048  # rows and columns of one block of the kNN search's distances
+KNN_MARGIN = 8  # candidates per item beyond knn from the float32 search, ranked again in float64
+SPLINE_TERMS = 64  # Chebyshev terms the spline filter is applied through (max error ~1e-5 at heat 10)
+CHEBYSHEV_NODES = 1024  # quadrature points of chebyshev_fit
+EIG_DEPTH = 4  # block Krylov steps per restart of lowest_eigenvectors
+EIG_RESTARTS = 30
+EIG_TOL = 1e-4  # residual; the filtered signal then within ~1e-4 of the exact projection
+EIG_DENSE_NODES = 600  # graphs this small are decomposed whole
 LANCZOS_STEPS = 96
 LOCAL_ORDER = 12  # Chebyshev terms of the encoding subgraphs' heat kernel
 GRAPH_DIMS = 64  # projected dimensions the rebuilt graph is measured in
@@ -75,33 +87,173 @@ def heat_theta(basis: str, t: float, order: int, dtype=torch.float64) -> Tensor:
 
 
 def knn_graph(f: Tensor, k: int) -> Tensor:
-    """Symmetric Gaussian kNN adjacency ``[n, n]`` of the rows of ``f[n, d]`` (no self loops)."""
+    """Symmetric Gaussian kNN adjacency of the rows of ``f[n, d]``, sparse CSR ``[n, n]`` (no self loops,
+    O(n·k) memory): ``exp(-d²/σ²)`` with σ² the mean kNN squared distance, symmetrised by max.
+
+    The neighbours are searched in float32 (``KNN_MARGIN`` extra candidates per item) and ranked by their
+    distances in ``f``'s dtype, so the graph is the exact kNN graph unless float32 reorders items beyond
+    the margin."""
     n = f.shape[0]
-    dist, idx = [], []
-    for s in range(0, n, 2048):
-        d = sq_dists(f[s:s + 2048], f)
-        d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
-        v, i = d.topk(k, dim=1, largest=False)
-        dist.append(v)
-        idx.append(i)
-    d, i = torch.cat(dist), torch.cat(idx)
-    A = torch.zeros(n, n, dtype=f.dtype, device=f.device).scatter_(1, i, torch.exp(-d / d.mean().clamp_min(1e-12)))
-    return torch.maximum(A, A.T)
+    cand = knn_candidates(f.float(), min(k + KNN_MARGIN, n - 1))
+    sq = (f * f).sum(-1)
+    step = max(1, (1 << 22) // (cand.shape[1] * max(1, f.shape[1])))
+    dist = torch.cat([(sq[s:s + step, None] - 2 * (f[s:s + step, None, :] * f[cand[s:s + step]]).sum(-1)
+                       + sq[cand[s:s + step]]).clamp_min(0) for s in range(0, n, step)])
+    d, j = dist.topk(k, dim=1, largest=False)
+    i = cand.gather(1, j)
+    w = torch.exp(-d / d.mean().clamp_min(1e-12))
+    rows = torch.arange(n, device=f.device).repeat_interleave(k)
+    return symmetric_max(rows, i.reshape(-1), w.reshape(-1), n)
+
+
+def knn_candidates(f: Tensor, k: int) -> Tensor:
+    """Indices ``[n, k]`` of each row's ``k`` nearest other rows of ``f[n, d]`` (squared Euclidean), from
+    ``KNN_BLOCK``-square blocks of distances: each block of the upper triangle is computed once and serves
+    its rows and, transposed, its columns; memory O(n·k + KNN_BLOCK²)."""
+    n = f.shape[0]
+    sq = (f * f).sum(-1)
+    best_d = torch.full((n, k), float("inf"), dtype=f.dtype, device=f.device)
+    best_i = torch.zeros(n, k, dtype=torch.long, device=f.device)
+
+    def merge(r: int, d: Tensor, c: int) -> None:  # rows r.. of the running top-k against columns c..
+        rows = slice(r, r + d.shape[0])
+        cols = torch.arange(c, c + d.shape[1], device=f.device).expand(d.shape[0], -1)
+        v, j = torch.cat([best_d[rows], d], 1).topk(k, dim=1, largest=False)
+        best_i[rows] = torch.cat([best_i[rows], cols], 1).gather(1, j)
+        best_d[rows] = v
+
+    B = KNN_BLOCK
+    for r in range(0, n, B):
+        for c in range(r, n, B):
+            d = sq[r:r + B, None] - 2 * f[r:r + B] @ f[c:c + B].T + sq[None, c:c + B]
+            if c == r:
+                d.fill_diagonal_(float("inf"))
+            merge(r, d, c)
+            if c != r:
+                merge(c, d.T, r)
+    return best_i
+
+
+def symmetric_max(rows: Tensor, cols: Tensor, w: Tensor, n: int) -> Tensor:
+    """The sparse CSR ``[n, n]`` matrix ``max(W, Wᵀ)`` of the entries ``W[rows, cols] = w`` (one per pair)."""
+    key, inv = torch.unique(torch.cat([rows * n + cols, cols * n + rows]), return_inverse=True)  # sorted
+    v = torch.zeros(key.shape[0], dtype=w.dtype, device=w.device).scatter_reduce_(
+        0, inv, torch.cat([w, w]), "amax", include_self=False)
+    r = key // n
+    crow = torch.zeros(n + 1, dtype=torch.long, device=w.device)
+    crow[1:] = torch.bincount(r, minlength=n).cumsum(0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, key % n, v, (n, n))
+
+
+def scaled(A: Tensor, s: Tensor) -> Tensor:
+    """``diag(s) A diag(s)`` of a sparse CSR ``A[n, n]``."""
+    crow, col = A.crow_indices(), A.col_indices()
+    row = torch.repeat_interleave(torch.arange(A.shape[0], device=A.device), crow.diff())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, col, s[row] * A.values() * s[col], A.shape)
+
+
+def degrees(A: Tensor) -> Tensor:
+    """Row sums of a sparse CSR ``A[n, n]``."""
+    return (A @ torch.ones(A.shape[1], 1, dtype=A.dtype, device=A.device))[:, 0]
+
+
+def normalized_adjacency(A: Tensor) -> Tensor:
+    """``S = D^-1/2 A D^-1/2`` (sparse CSR), so that ``L = I - S`` is the normalized Laplacian of
+    ``normalized_laplacian`` (an isolated node's row stays 0)."""
+    d = degrees(A)
+    return scaled(A, torch.where(d > 0, d.clamp_min(torch.finfo(d.dtype).tiny).rsqrt(), torch.zeros_like(d)))
+
+
+def chebyshev_filter(S: Tensor, F: Tensor, theta: Tensor) -> Tensor:
+    """``Σ θ_k T_k(L - I) F`` with ``L - I = -S``, by the three-term recurrence (no eigendecomposition):
+    the chebyshev basis of ``spectral_filter`` on the sparse graph."""
+    prev, cur = F, -(S @ F)
+    out = theta[0] * F
+    for k in range(1, theta.shape[0]):
+        if k > 1:
+            prev, cur = cur, -2 * (S @ cur) - prev
+        out = out + theta[k] * cur
+    return out
+
+
+def chebyshev_fit(g, terms: int, dtype=torch.float64) -> Tensor:
+    """The first ``terms`` Chebyshev coefficients (basis ``T_k(λ - 1)``) of a function ``g`` of λ on
+    [0, 2], by Chebyshev-Gauss quadrature on ``CHEBYSHEV_NODES`` points."""
+    j = torch.arange(CHEBYSHEV_NODES, dtype=torch.float64)
+    lam = torch.cos(math.pi * (j + 0.5) / CHEBYSHEV_NODES) + 1
+    c = 2 / CHEBYSHEV_NODES * (_reference.chebyshev_basis(lam, terms).T @ g(lam))
+    c[0] /= 2
+    return c.to(dtype)
+
+
+def lowest_eigenvectors(S: Tensor, k: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` lowest eigenvalues (ascending) and eigenvectors ``[n, k]`` of ``L = I - S`` (sparse
+    ``S``): block Krylov subspaces of ``I - L/2`` (whose top is ``L``'s bottom), restarted from their Ritz
+    vectors until the residuals ``‖L u - λ u‖`` fall below ``EIG_TOL``; every Rayleigh-Ritz step through our
+    ``eigh``. Graphs of at most ``EIG_DENSE_NODES`` nodes are decomposed whole."""
+    n = S.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    b = min(n, k + max(8, k // 4))
+    if n <= max(EIG_DENSE_NODES, 2 * b * (EIG_DEPTH + 1)):
+        Q = torch.eye(n, dtype=S.dtype, device=S.device)
+        lam, V = graphs.eigh(_sym(Q - S @ Q)[None])
+        return lam[0, :k], V[0, :, :k]
+    X = torch.randn(n, b, generator=g, dtype=S.dtype).to(S.device)
+    for _ in range(EIG_RESTARTS):
+        Qs = [_orth(X, [])]
+        for _ in range(EIG_DEPTH):
+            Qs.append(_orth((Qs[-1] + S @ Qs[-1]) / 2, Qs))
+        Q = torch.cat(Qs, 1)
+        lam, V = graphs.eigh(_sym(Q.T @ (Q - S @ Q))[None])
+        lam, X = lam[0, :b], Q @ V[0, :, :b]
+        res = (X[:, :k] - S @ X[:, :k] - X[:, :k] * lam[:k]).norm(dim=0)
+        if float(res.max()) < EIG_TOL:
+            break
+    return lam[:k], X[:, :k]
+
+
+def _sym(M: Tensor) -> Tensor:
+    return (M + M.T) / 2
+
+
+def _orth(W: Tensor, against: list[Tensor]) -> Tensor:
+    """An orthonormal basis of ``W``'s columns made orthogonal to the orthonormal blocks ``against``
+    (Gram-Schmidt twice, then QR)."""
+    for _ in range(2):
+        for P in against:
+            W = W - P @ (P.T @ W)
+        W = torch.linalg.qr(W).Q
+    return W
 
 
 def filtered_signal(F: Tensor, A: Tensor, filt: str, theta: Tensor | None, seed: int) -> Tensor:
-    """``g(L) F`` for one graph ``A[n, n]`` and its node signals ``F[n, d]``."""
+    """``g(L) F`` for one graph ``A[n, n]`` (sparse CSR as :func:`knn_graph` builds it; a dense one is
+    converted) and its node signals ``F[n, d]``. Nothing of size n x n is formed."""
+    if A.layout == torch.strided:
+        A = A.to_sparse_csr()
     n = A.shape[0]
-    if filt == "gcn":  # (I - L_{A+I}) F = D̃^-1/2 (A + I) D̃^-1/2 F
-        eye = torch.eye(n, dtype=A.dtype, device=A.device)
-        return F - graphs.normalized_laplacian((A + eye)[None])[0] @ F
-    L = graphs.normalized_laplacian(A[None])
+    if filt == "gcn":  # (I - L_{A+I}) F = D̃^-1/2 (A + I) D̃^-1/2 F, D̃ = D + I
+        s = (degrees(A) + 1).rsqrt()[:, None]
+        return s * (A @ (s * F) + s * F)
+    S = normalized_adjacency(A)
+    if filt == "chebyshev":
+        return chebyshev_filter(S, F, theta)
+    if filt == "spline":  # the spline g(λ) = Σ θ_k B_k(λ) through its Chebyshev expansion
+        return chebyshev_filter(S, F, chebyshev_fit(lambda lam: _reference.spline_basis(lam, theta.shape[0])
+                                                     @ theta.double().cpu(), SPLINE_TERMS, F.dtype).to(F.device))
+    if filt == "fourier":  # θ on the ``order`` lowest eigenvectors
+        _, U = lowest_eigenvectors(S, theta.shape[0], seed)
+        return U @ (theta[:, None] * (U.T @ F))
     if filt == "lanczos":  # V g(T) Vᵀ F on the Krylov subspace of a seeded start vector
         g = torch.Generator().manual_seed(seed)
-        v0 = torch.rand(1, n, generator=g, dtype=A.dtype).to(A.device)
-        V, Tm = graphs.lanczos(L, LANCZOS_STEPS, v0)
+        v0 = torch.rand(1, n, generator=g, dtype=F.dtype).to(F.device)
+        V, Tm = graphs.lanczos(lambda v: v - (S @ v.T).T, LANCZOS_STEPS, v0)
         return (V @ graphs.spectral_filter(V.mT @ F[None], Tm, theta, "chebyshev"))[0]
-    return graphs.spectral_filter(F[None], L, theta, filt)[0]
+    raise ValueError(f"unknown filter {filt!r}")
 
 
 def projection(F: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:

@@ -84,20 +84,22 @@ def paper_operator(h: Tensor) -> tuple[Tensor, Tensor]:
     return dinv[..., :, None] * A * dinv[..., None, :], S
 
 
-def lanczos(L: Tensor, steps: int, v0: Tensor) -> tuple[Tensor, Tensor]:
+def lanczos(L, steps: int, v0: Tensor) -> tuple[Tensor, Tensor]:
     """``steps`` Lanczos iterations (full re-orthogonalisation) on symmetric ``L[Bt, n, n]`` from ``v0[Bt, n]``.
+    ``L`` may instead be a function ``v[Bt, n] -> (L v)[Bt, n]`` (a sparse graph's product).
 
     Returns ``V[Bt, n, m]`` (orthonormal Krylov basis) and the tridiagonal ``T = Vᵀ L V`` ``[Bt, m, m]``,
     ``m = min(steps, n)``. Differentiable (plain torch ops). A breakdown (invariant subspace found) continues
     with a vector orthogonal to the basis so ``V`` stays orthonormal.
     """
-    Bt, n, _ = L.shape
+    n = v0.shape[-1]
+    matvec = L if callable(L) else (lambda v: (L @ v[..., None])[..., 0])
     m = min(int(steps), n)
     q = v0 / v0.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     Q = [q]
     alphas, betas = [], []
     for j in range(m):
-        w = (L @ Q[-1][..., None])[..., 0]
+        w = matvec(Q[-1])
         a = (w * Q[-1]).sum(-1)
         alphas.append(a)
         if j == m - 1:
