@@ -94,6 +94,23 @@ def test_cli_refuses_options_a_method_does_not_take(tmp_path, split_npz, capsys)
     assert "--paper-recipe" in capsys.readouterr().err
 
 
+def test_cli_train_per_class(tmp_path, split_npz, blobs_npz, capsys):
+    """--train-per-class N|all: the standard protocol's training items per class; bad values and data
+    with its own split are refused (exit 2, one line)."""
+    run = tmp_path / "r"
+    assert main(["train", "--method", "itq", "--data", str(blobs_npz), "--bits", "8", "--train-per-class", "all",
+                 "--out", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train_per_class"] == "all"
+    for bad in ("0", "-1", "x", "2.5"):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--data", str(blobs_npz), "--bits", "8", "--train-per-class", bad, "--out", str(run)])
+        assert e.value.code == 2 and "--train-per-class" in capsys.readouterr().err
+    assert main(["train", "--data", str(split_npz), "--bits", "8", "--train-per-class", "5", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("deephash train: error:") and "holds its own split" in err[0]
+
+
 def test_cli_encode_refuses_bad_embeddings(tmp_path, split_npz, capsys):
     run = _train(tmp_path, split_npz, "--filter", "gcn", "--anchors", "16")
     np.save(tmp_path / "wide.npy", np.zeros((3, 17), np.float32))

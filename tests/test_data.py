@@ -28,6 +28,29 @@ def test_standard_protocol_counts():
     assert np.bincount(s.y_train).tolist() == [500] * 10
 
 
+def test_training_items_per_class_of_the_standard_protocol(tmp_path, blobs_npz, split_npz):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 1200)
+    x = rng.normal(size=(len(y), 3)).astype(np.float32)
+    default, more = standard_split(x, y, seed=0), standard_split(x, y, n_train_per_class=1000, seed=0)
+    assert np.bincount(more.y_train).tolist() == [1000] * 10 and np.array_equal(more.x_query, default.x_query)
+    everything = standard_split(x, y, n_train_per_class=None, seed=0)
+    assert np.array_equal(everything.x_train, everything.x_db)  # "all": the whole database
+    s = load_data(blobs_npz, train_per_class=7)
+    assert np.bincount(s.y_train).tolist() == [7] * 4 and len(s.x_query) == 16
+    assert len(load_data(blobs_npz, train_per_class="all").x_train) == 160 - 16
+    # Multi-hot labels: ten times the count, at random.
+    yh = (rng.random((300, 3)) > 0.5).astype(np.uint8)
+    np.savez(tmp_path / "mh.npz", x=rng.normal(size=(300, 4)).astype(np.float32), y=yh)
+    assert len(load_data(tmp_path / "mh.npz", train_per_class=2).x_train) == 20
+    assert len(load_data(tmp_path / "mh.npz", train_per_class="all").x_train) == 300 - 30
+    for bad in (0, -3, 2.5, "some", True):
+        with pytest.raises(DataError, match="train_per_class must be an integer >= 1 or 'all'"):
+            load_data(blobs_npz, train_per_class=bad)
+    with pytest.raises(DataError, match="holds its own split"):
+        load_data(split_npz, train_per_class=5)
+
+
 def test_npz_explicit_split_and_multihot(tmp_path, split_npz):
     s = load_data(split_npz)
     assert (len(s.x_train), len(s.x_query), len(s.x_db)) == (100, 20, 180)
@@ -46,6 +69,8 @@ def test_folder_paper_split(tmp_path, blobs):
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / f"{i}.npy", v)
     s = load_data(tmp_path / "emb")
+    with pytest.raises(DataError, match="not to a folder"):
+        load_data(tmp_path / "emb", train_per_class=3)
     n = len(x)
     assert len(s.x_train) == n - int(np.ceil(0.2 * n))
     assert len(s.x_query) + len(s.x_db) == int(np.ceil(0.2 * n))

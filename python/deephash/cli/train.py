@@ -39,10 +39,20 @@ def add_model_args(p: argparse.ArgumentParser, bits_default: int | None = None) 
                         "batch size) into G graphs")
     p.add_argument("--seed", type=SEED, default=0, help="training seed (initialisation, batch order)")
     p.add_argument("--split-seed", type=SEED, default=None, help="seed of the data split (default: the protocol's)")
+    p.add_argument("--train-per-class", type=train_per_class, default=None, metavar="N|all",
+                   help="standard protocol: training items per class drawn from the database (default 500; "
+                        "Fashion-MNIST: 6000 trains on 60,000 items, all on the whole database of 69,000)")
     p.add_argument("--device", default=None,
                    help="cpu or cuda[:N], for methods that train on a device (default cuda when available)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
+
+
+def train_per_class(v: str) -> int | str:
+    return "all" if v == "all" else int_in(1)(v)
+
+
+train_per_class.__name__ = "integer or 'all'"  # argparse's "invalid <name> value"
 
 
 def method(args, name: str = "hagcn"):
@@ -108,10 +118,10 @@ def _train(args, parallel) -> int:
     main = parallel is None or parallel.is_main
     m = method(args, args.method)
     out = run_dir(args.out)
-    split = load_data(args.data, seed=args.split_seed)
+    split = load_data(args.data, seed=args.split_seed, train_per_class=args.train_per_class)
     if not main:
         args.no_progress = True
-    extra = {"data": str(args.data), "split_seed": args.split_seed}
+    extra = {"data": str(args.data), "split_seed": args.split_seed, "train_per_class": args.train_per_class}
     if parallel is not None:
         extra["ranks"] = parallel.world
     metrics, _ = guard_divergence(args, lambda: train_and_evaluate(
@@ -183,6 +193,7 @@ def cmd_demo(args) -> int:
         data = self_supervised_data(args.data, out, quick=args.quick, seed=args.seed,
                                     device=device(args.device or default_device()), progress=not args.no_progress)
     guard_divergence(args, lambda: run_demo(data, m, out, seed=args.seed, split_seed=args.split_seed,
+                                            train_per_class=args.train_per_class,
                                             resume=args.resume, embeddings=args.embeddings))
     return 0
 

@@ -115,34 +115,55 @@ def check_embeddings(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def load_data(spec: str | os.PathLike = "fashion-mnist", seed: int | None = None) -> Split:
+def load_data(spec: str | os.PathLike = "fashion-mnist", seed: int | None = None,
+              train_per_class: int | str | None = None) -> Split:
     """Load and split a data set: ``"fashion-mnist"``, a ``DIR/<class>/<i>.npy`` folder or a ``.npz`` file.
 
     ``seed`` fixes the protocol's draw (default 0 for the standard protocol, 42 for folders, as the paper).
+    ``train_per_class`` (standard protocol only): training items drawn per class from the database
+    (default 500), or ``"all"``: the whole database (Fashion-MNIST: 6000 gives 60,000 training items,
+    "all" 69,000).
     """
     s = str(spec)
+    per_class = _train_per_class(train_per_class, s)
     if s.lower() in ("fashion-mnist", "fashion_mnist", "fmnist"):
         x, y = load_fashion_mnist()
-        return standard_split(x, y, seed=0 if seed is None else seed, source="fashion-mnist")
+        return standard_split(x, y, n_train_per_class=per_class, seed=0 if seed is None else seed,
+                              source="fashion-mnist")
     p = Path(s)
     if not p.exists():
         raise DataError(f"{s}: no such file or directory (expected 'fashion-mnist', a folder "
                         f"DIR/<class>/<i>.npy or a .npz file)")
     if p.is_dir():
+        if train_per_class is not None:
+            raise DataError(f"{s}: train_per_class applies to the standard protocol (fashion-mnist, an .npz of "
+                            f"x, y), not to a folder (the paper's split: 80 % of the items train)")
         return load_folder(p, seed=42 if seed is None else seed)
     if p.suffix == ".npz":
-        return load_npz(p, seed=0 if seed is None else seed)
+        return load_npz(p, seed=0 if seed is None else seed, train_per_class=train_per_class)
     raise DataError(f"{s}: unsupported data file (expected a folder DIR/<class>/<i>.npy or a .npz file)")
+
+
+def _train_per_class(v: int | str | None, source: str) -> int | None:
+    """The standard protocol's training items per class: 500 by default, None for "all" (the database)."""
+    if v is None:
+        return 500
+    if isinstance(v, str) and v == "all":
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise DataError(f"{source}: train_per_class must be an integer >= 1 or 'all', got {v!r}")
+    return int(v)
 
 
 # ---------------------------------------------------------------------------------------------
 # Standard protocol
 
 
-def standard_split(x: np.ndarray, y: np.ndarray, n_query_per_class: int = 100, n_train_per_class: int = 500,
+def standard_split(x: np.ndarray, y: np.ndarray, n_query_per_class: int = 100, n_train_per_class: int | None = 500,
                    seed: int = 0, source: str = "<arrays>") -> Split:
     """The standard protocol (docs/protocol.md): ``n_query_per_class`` queries per class, the rest is the database,
-    ``n_train_per_class`` training items per class drawn from the database."""
+    ``n_train_per_class`` training items per class drawn from the database (None: all of it; a class with
+    fewer gives what it has)."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 2 or y.shape[:1] != x.shape[:1]:
@@ -167,7 +188,7 @@ def standard_split(x: np.ndarray, y: np.ndarray, n_query_per_class: int = 100, n
         perm = rng.permutation(n)
         nq = min(10 * n_query_per_class, max(1, n // 10))
         query = np.sort(perm[:nq])
-        train = np.sort(perm[nq:nq + min(10 * n_train_per_class, n - nq)])
+        train = np.sort(perm[nq:n if n_train_per_class is None else nq + min(10 * n_train_per_class, n - nq)])
     db_mask = np.ones(n, dtype=bool)
     db_mask[query] = False
     db = np.flatnonzero(db_mask)
@@ -283,8 +304,9 @@ def load_folder(root: str | os.PathLike, seed: int = 42) -> Split:
     return Split(x[train], y[train], x[query], y[query], x[db], y[db], source=str(root)).validate()
 
 
-def load_npz(path: str | os.PathLike, seed: int = 0) -> Split:
-    """A ``.npz`` with an explicit split (``x_train, y_train, x_query, y_query, x_db, y_db``) or ``x, y``."""
+def load_npz(path: str | os.PathLike, seed: int = 0, train_per_class: int | str | None = None) -> Split:
+    """A ``.npz`` with an explicit split (``x_train, y_train, x_query, y_query, x_db, y_db``) or ``x, y``
+    (the standard protocol, ``train_per_class`` as :func:`load_data`)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -292,10 +314,15 @@ def load_npz(path: str | os.PathLike, seed: int = 0) -> Split:
     except Exception as e:  # noqa: BLE001
         raise DataError(f"{path}: cannot read .npz ({e})") from e
     explicit = ("x_train", "y_train", "x_query", "y_query", "x_db", "y_db")
+    per_class = _train_per_class(train_per_class, str(path))
     if all(k in arrays for k in explicit):
+        if train_per_class is not None:
+            raise DataError(f"{path}: train_per_class applies to the standard protocol (an .npz of x, y); this "
+                            f"file holds its own split")
         return Split(*(arrays[k] for k in explicit), source=str(path)).validate()
     if "x" in arrays and "y" in arrays:
-        return standard_split(check_embeddings(arrays["x"], f"{path}: x"), arrays["y"], seed=seed, source=str(path))
+        return standard_split(check_embeddings(arrays["x"], f"{path}: x"), arrays["y"], n_train_per_class=per_class,
+                              seed=seed, source=str(path))
     raise DataError(f"{path}: expected arrays {', '.join(explicit)} or x, y; found {sorted(arrays)}")
 
 

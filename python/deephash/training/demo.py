@@ -36,16 +36,18 @@ def self_supervised_data(data, out: Path, *, quick: bool, seed: int, device: str
 
 
 def run_demo(data, method: HashMethod, out: Path, *, seed: int = 0, split_seed: int | None = None,
-             resume: bool = False, embeddings: str = "pixels", log=print) -> dict:
-    """The demo on ``data`` (anything :func:`~deephash.data.load_data` reads) with ``method`` (fitted here)
-    into ``out``; ``embeddings="self-supervised"`` says ``data`` is learned embeddings, so ITQ runs too.
-    Returns what ``demo.json`` holds."""
+             train_per_class: int | str | None = None, resume: bool = False, embeddings: str = "pixels",
+             log=print) -> dict:
+    """The demo on ``data`` (anything :func:`~deephash.data.load_data` reads, with ``split_seed`` and
+    ``train_per_class``) with ``method`` (fitted here) into ``out``; ``embeddings="self-supervised"`` says
+    ``data`` is learned embeddings, so ITQ runs too. Returns what ``demo.json`` holds."""
     out = Path(out)
-    split = load_data(data, seed=split_seed)
+    split = load_data(data, seed=split_seed, train_per_class=train_per_class)
     log(f"data: {data}: {len(split.x_train)} training, {len(split.x_query)} queries, "
         f"{len(split.x_db)} database items, {split.dim}-d")
     metrics, curve = train_and_evaluate(split, method, out / "hagcn", resume=resume,
-                                        extra_config={"data": str(data), "split_seed": split_seed})
+                                        extra_config={"data": str(data), "split_seed": split_seed,
+                                                      "train_per_class": train_per_class})
     bits = method.bits
     lsh_metrics, lsh_curve = fit_and_evaluate(LSH(bits, seed=seed), split)
     lsh_metrics.pop("train_seconds")
