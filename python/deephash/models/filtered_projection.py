@@ -3,12 +3,16 @@
 Fitting (training items only, no labels), in float64:
 
 1. unit features ``F = unit(x - mean)`` (cosine geometry, as the rest of HAGCN);
-2. a kNN graph over the training items (``knn`` neighbours, Gaussian weights ``exp(-d²/σ²)`` with σ² the
-   mean kNN squared distance, symmetrised by max) and ``L = normalized_laplacian(A)``; training sets
-   larger than ``MAX_GRAPH_NODES`` are split into equal random parts, one graph each (``subgraphs``);
-3. the filtered signal ``T = g_θ(L) F``: ``spectral_filter`` (our eigendecomposition) for chebyshev,
-   spline and fourier, Kipf and Welling's renormalised one-hop propagation for gcn, the chebyshev filter
-   on a Lanczos tridiagonalisation (Krylov subspace of ``LANCZOS_STEPS``) for lanczos, ``T = F`` for none;
+2. a sparse kNN graph over the training items (``knn`` neighbours, Gaussian weights ``exp(-d²/σ²)`` with
+   σ² the mean kNN squared distance, symmetrised by max; a CSR matrix, O(n·knn) memory, no n x n matrix
+   anywhere) and ``L = I - D^-1/2 A D^-1/2``; training sets larger than ``MAX_GRAPH_NODES`` are split into
+   equal random parts, one graph each (``subgraphs``);
+3. the filtered signal ``T = g_θ(L) F`` by sparse products: chebyshev by its three-term recurrence (the
+   polynomial ``spectral_filter`` would apply after an eigendecomposition), spline through the Chebyshev
+   expansion of its spline (``SPLINE_TERMS``), fourier on the ``order`` lowest eigenvectors found by
+   Chebyshev-filtered subspace iteration (:func:`lowest_eigenvectors`, Rayleigh-Ritz through our ``eigh``),
+   Kipf and Welling's renormalised one-hop propagation for gcn, the chebyshev filter on a Lanczos
+   tridiagonalisation (Krylov subspace of ``LANCZOS_STEPS``) for lanczos, ``T = F`` for none;
 4. the projection that keeps the most filtered energy per unit of total energy, the generalised
    eigenproblem ``Fᵀ T w = μ (FᵀF + ρ·mean diag·I) w`` solved by a Cholesky whitening and our ``eigh``;
    ``W = [w_1 .. w_D]``, columns scaled by ``μ^POWER``;
