@@ -196,7 +196,7 @@ def test_sparse_filters_equal_the_dense_filter(filt, monkeypatch):
         want = (V @ graphs.spectral_filter(V.mT @ F[None], Tm, theta, "chebyshev"))[0]
     else:
         want = graphs.spectral_filter(F[None], L, theta, filt)[0]
-    tol = {"spline": 1e-4, "fourier": 1e-6, "lanczos": 1e-6}.get(filt, 1e-10)
+    tol = {"spline": 1e-5, "fourier": 1e-6, "lanczos": 1e-6}.get(filt, 1e-10)
     assert (got - want).norm() <= tol * want.norm(), float((got - want).norm() / want.norm())
     # The same from a dense adjacency (converted).
     torch.testing.assert_close(fp.filtered_signal(F, Ad, filt, theta, seed=0), got, rtol=0, atol=1e-9)
@@ -209,7 +209,7 @@ def test_chebyshev_fit_recovers_a_polynomial_and_the_heat_kernel():
     torch.testing.assert_close(fp.chebyshev_fit(cheb, 16), theta, rtol=0, atol=1e-12)
     spline = lambda lam: deephash_ext.reference.spline_basis(lam, 16) @ fp.heat_theta("spline", 10.0, 16)  # noqa: E731
     approx = deephash_ext.reference.chebyshev_basis(lam, fp.SPLINE_TERMS) @ fp.chebyshev_fit(spline, fp.SPLINE_TERMS)
-    assert (approx - spline(lam)).abs().max() < 2e-5
+    assert (approx - spline(lam)).abs().max() < 3e-6
 
 
 def test_encoding_subgraphs_are_one_batch(data, monkeypatch):
