@@ -336,6 +336,21 @@ def _(ws, t):
     return train_args(ws, t / "r", "--split-seed", -1, "--method", "lsh"), ["--split-seed"]
 
 
+@case("train: --train-per-class 0")
+def _(ws, t):
+    return train_args(ws, t / "r", "--train-per-class", 0, "--method", "lsh"), ["--train-per-class"]
+
+
+@case("train: --train-per-class lots")
+def _(ws, t):
+    return train_args(ws, t / "r", "--train-per-class", "lots", "--method", "lsh"), ["--train-per-class", "lots"]
+
+
+@case("train: --train-per-class on data with its own split")
+def _(ws, t):
+    return train_args(ws, t / "r", "--train-per-class", 3, "--method", "lsh"), ["train_per_class", "own split"]
+
+
 @case("train: --seed -1")
 def _(ws, t):
     return train_args(ws, t / "r", "--seed", -1, "--method", "lsh"), ["--seed"]
