@@ -435,7 +435,7 @@ def _(ws, t):
 
 @case("train: --data folder of 3 items")
 def _(ws, t):
-    return train_args(ws, t / "r", "--method", "lsh", data=_folder(t, 3)), ["folder", "4"]
+    return train_args(ws, t / "r", "--method", "lsh", data=_folder(t, 3)), ["at least 6 items", "got 3"]
 
 
 # -- encode ----------------------------------------------------------------------------------------
