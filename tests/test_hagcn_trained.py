@@ -45,7 +45,7 @@ def test_step_zero_is_the_closed_form_bit_for_bit(data, closed):
     # The subgraph filter with the heat kernel's θ is the closed form's, to the bit, on other items too.
     z = graphs.cosine_features(torch.randn(30, 24, dtype=torch.float64), closed.mean.double()) @ closed.W.double()
     anchors = closed.anchor_z.double()
-    assert torch.equal(tp.subgraph_filter(z, anchors, 8, fp.heat_theta("chebyshev", 0.5, fp.LOCAL_ORDER)),
+    assert torch.equal(fp.subgraph_filter(z, anchors, 8, fp.heat_theta("chebyshev", 0.5, fp.LOCAL_ORDER)),
                        fp.local_filter(z, anchors, 8, 0.5))
     # epochs 0 is the closed form.
     assert torch.equal(get_method("hagcn", 16, seed=3, epochs=0).fit(data).encode(data), closed.encode(data))

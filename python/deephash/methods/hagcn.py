@@ -270,7 +270,7 @@ class HAGCN(HashMethod):
         for s in range(0, x.shape[0], chunk):
             z = graphs.cosine_features(x[s:s + chunk].double(), mean) @ W
             if anchors is not None and self.local_theta is not None:  # trained: the learned filter
-                z = tp.subgraph_filter(z, anchors, self.fitted["anchors"], self.local_theta.double())
+                z = fp.subgraph_filter(z, anchors, self.fitted["anchors"], self.local_theta.double())
             elif anchors is not None:
                 z = fp.local_filter(z, anchors, self.fitted["anchors"], self.fitted["local_heat"])
             out.append(z)

@@ -279,26 +279,41 @@ def parts(n: int, subgraphs: int, seed: int) -> list[Tensor]:
     return list(torch.randperm(n, generator=g).tensor_split(subgraphs))
 
 
-def local_filter(z: Tensor, anchor_z: Tensor, m: int, t: float) -> Tensor:
+def subgraph_filter(z: Tensor, anchor_z: Tensor, m: int, theta: Tensor, rows=None) -> Tensor:
     """Each row of ``z[N, D]`` through a subgraph of itself and its ``m`` nearest anchors (rows of
-    ``anchor_z[n, D]``, in the cosine geometry of the projection): the row of the item in the subgraph's
-    heat kernel, applied to the nodes' projections. Returns ``[N, D]``."""
+    ``anchor_z[n, D]``, in the cosine geometry of the projection): the item's row of ``g(L)`` of the
+    subgraph, with the filter's Chebyshev coefficients ``theta``, applied to the nodes' projections.
+    Returns ``[N, D]``. The closed form's encoding (:func:`local_filter`) and the trained model
+    (models/trained_projection.py) both run this one function. ``rows(i)``,
+    where given, returns the anchors ``i [N, m]`` as ``(projections, unit projections)`` ``[N, m, D]``
+    with their gradient (training: the anchors move with ``W``); ``anchor_z`` (no gradient) is then only
+    searched."""
     if z.shape[0] == 0:
         return z
     zu, au = unit(z), unit(anchor_z)
     d = sq_dists(zu, au)
     d = d.masked_fill(d < 1e-9, float("inf"))  # the item itself, when it is a training item
     d, i = d.topk(m, dim=1, largest=False)
-    nodes = torch.cat([zu[:, None], au[i]], 1)  # [N, m+1, D]
-    A = torch.exp(-sq_dists(nodes, nodes) / d.mean(1).clamp_min(1e-12)[:, None, None])
+    near, near_u = (anchor_z[i], au[i]) if rows is None else rows(i)
+    nodes = torch.cat([zu[:, None], near_u], 1)  # [N, m+1, D]
+    D2 = sq_dists(nodes, nodes)
+    if rows is not None:  # σ²'s gradient through the differentiable distances, its value the search's, exactly
+        d = d.detach() + (D2[:, 0, 1:] - D2[:, 0, 1:].detach())
+    A = torch.exp(-D2 / d.mean(1).clamp_min(1e-12)[:, None, None])
     A = A * (1 - torch.eye(m + 1, dtype=A.dtype, device=A.device))
     L = graphs.normalized_laplacian(A)  # [N, m+1, m+1]
     e0 = torch.zeros(z.shape[0], m + 1, 1, dtype=z.dtype, device=z.device)
     e0[:, 0] = 1
-    w = graphs.spectral_filter(e0, L, heat_theta("chebyshev", t, LOCAL_ORDER, z.dtype).to(z.device),
-                               "chebyshev")[..., 0]  # [N, m+1]: the item's row of g(L) (symmetric)
-    signal = torch.cat([z[:, None], anchor_z[i]], 1)  # [N, m+1, D]
+    w = graphs.spectral_filter(e0, L, theta, "chebyshev")[..., 0]  # [N, m+1]: the item's row of g(L)
+    signal = torch.cat([z[:, None], near], 1)  # [N, m+1, D]
     return (w[:, :, None] * signal).sum(1)
+
+
+def local_filter(z: Tensor, anchor_z: Tensor, m: int, t: float) -> Tensor:
+    """:func:`subgraph_filter` with the heat kernel ``exp(-t λ)`` (Chebyshev order LOCAL_ORDER): the
+    closed form's encoding. Returns ``[N, D]``."""
+    return subgraph_filter(z, anchor_z, m, heat_theta("chebyshev", t, LOCAL_ORDER, z.dtype).to(z.device))
+
 
 
 def itq_rotation(v: Tensor, iterations: int, generator: torch.Generator) -> Tensor:

@@ -56,7 +56,6 @@ from torch import Tensor
 from deephash_ext.reference import chebyshev_basis  # [n, K]: T_k(λ - 1), spectral_filter's basis
 
 from . import filtered_projection as fp
-from . import graphs
 
 MIN_HEAT = 0.05  # the least slope of -log g: g(2) <= exp(-0.1); the filter stays a low-pass
 TARGET_KNN = 10  # input neighbours an item's positives are drawn from
@@ -117,33 +116,6 @@ def describe(theta: Tensor) -> str:
     return "g(0, .5, 1, 1.5, 2) = " + " ".join(f"{v:.3f}" for v in g.tolist())
 
 
-def subgraph_filter(z: Tensor, anchor_z: Tensor, m: int, theta: Tensor, rows=None) -> Tensor:
-    """:func:`filtered_projection.local_filter` with the filter's Chebyshev coefficients ``theta`` (the
-    same operations in the same order: with the heat kernel's θ it gives the same bits). ``rows(i)``,
-    where given, returns the anchors ``i [N, m]`` as ``(projections, unit projections)`` ``[N, m, D]``
-    with their gradient (training: the anchors move with ``W``); ``anchor_z`` (no gradient) is then only
-    searched."""
-    if z.shape[0] == 0:
-        return z
-    zu, au = fp.unit(z), fp.unit(anchor_z)
-    d = fp.sq_dists(zu, au)
-    d = d.masked_fill(d < 1e-9, float("inf"))  # the item itself, when it is a training item
-    d, i = d.topk(m, dim=1, largest=False)
-    near, near_u = (anchor_z[i], au[i]) if rows is None else rows(i)
-    nodes = torch.cat([zu[:, None], near_u], 1)  # [N, m+1, D]
-    D2 = fp.sq_dists(nodes, nodes)
-    if rows is not None:  # σ²'s gradient through the differentiable distances, its value the search's, exactly
-        d = d.detach() + (D2[:, 0, 1:] - D2[:, 0, 1:].detach())
-    A = torch.exp(-D2 / d.mean(1).clamp_min(1e-12)[:, None, None])
-    A = A * (1 - torch.eye(m + 1, dtype=A.dtype, device=A.device))
-    L = graphs.normalized_laplacian(A)  # [N, m+1, m+1]
-    e0 = torch.zeros(z.shape[0], m + 1, 1, dtype=z.dtype, device=z.device)
-    e0[:, 0] = 1
-    w = graphs.spectral_filter(e0, L, theta, "chebyshev")[..., 0]  # [N, m+1]: the item's row of g(L)
-    signal = torch.cat([z[:, None], near], 1)  # [N, m+1, D]
-    return (w[:, :, None] * signal).sum(1)
-
-
 class Encoder(torch.nn.Module):
     """The closed-form HAGCN encoder as a differentiable module (float64), started at the fitted
     ``W [d, D]``, ``R [bits, bits]``, anchors ``anchor_z [n, D]`` (None: no subgraph) and the heat time
@@ -182,7 +154,7 @@ class Encoder(torch.nn.Module):
         """``h [N, bits]`` (before sign) of the items with unit features ``f [N, d]``."""
         z = f @ self.W
         if self.m:
-            z = subgraph_filter(z, bank, self.m, self.filter.theta(), rows=self._rows)
+            z = fp.subgraph_filter(z, bank, self.m, self.filter.theta(), rows=self._rows)
         return z[:, :self.bits] @ self.R
 
     @torch.no_grad()
